@@ -5,12 +5,17 @@
 //! PostgreSQL or HTTP. Facts from outside an aggregate (prices, stock, the clock) travel
 //! inside commands, so every decision is a deterministic function of state and command.
 
+#![warn(missing_docs)]
+
+pub mod ids;
 pub mod inventory;
 pub mod metadata;
 pub mod money;
 pub mod order;
 pub mod payment;
 pub mod product;
+mod text;
 
+pub use ids::{CustomerId, OrderId, PaymentId, ProductId, RefundId, Sku, SkuError};
 pub use metadata::{Actor, CommandMetadata};
 pub use money::{Currency, Money, MoneyError};

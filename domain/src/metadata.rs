@@ -11,11 +11,17 @@ use uuid::Uuid;
 
 /// Keys of the cqrs-es metadata map, shared by the event store and its readers.
 pub mod keys {
+    /// The id of one stored event.
     pub const EVENT_ID: &str = "event_id";
+    /// The id of the command that caused the event; the idempotency key.
     pub const COMMAND_ID: &str = "command_id";
+    /// The id shared by everything one user action caused.
     pub const CORRELATION_ID: &str = "correlation_id";
+    /// The id of the message that directly caused the command.
     pub const CAUSATION_ID: &str = "causation_id";
+    /// Who caused the command, as `user:<uuid>` or `system:<name>`.
     pub const ACTOR: &str = "actor";
+    /// When the event was stored.
     pub const TIMESTAMP: &str = "timestamp";
     /// The stream sequence of the commit that holds the event: its global position.
     pub const POSITION: &str = "position";
@@ -24,7 +30,9 @@ pub mod keys {
 /// Who caused a command: a user, or the system itself (the saga, a projector).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Actor {
+    /// A signed-in user.
     User(Uuid),
+    /// A named part of the system, such as `saga`.
     System(String),
 }
 
@@ -46,7 +54,9 @@ impl std::str::FromStr for Actor {
                 .map(Actor::User)
                 .map_err(|e| format!("bad user id in actor `{s}`: {e}")),
             Some(("system", name)) if !name.is_empty() => Ok(Actor::System(name.to_owned())),
-            _ => Err(format!("`{s}` is not an actor (user:<uuid> or system:<name>)")),
+            _ => Err(format!(
+                "`{s}` is not an actor (user:<uuid> or system:<name>)"
+            )),
         }
     }
 }
@@ -58,9 +68,13 @@ impl std::str::FromStr for Actor {
 /// names the message (command or event) that directly caused this command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandMetadata {
+    /// The idempotency key of this command.
     pub command_id: Uuid,
+    /// Shared by everything one user action caused.
     pub correlation_id: Uuid,
+    /// The message that directly caused this command.
     pub causation_id: Uuid,
+    /// Who caused the command.
     pub actor: Actor,
 }
 
@@ -96,7 +110,10 @@ impl CommandMetadata {
     pub fn to_map(&self) -> HashMap<String, String> {
         HashMap::from([
             (keys::COMMAND_ID.to_owned(), self.command_id.to_string()),
-            (keys::CORRELATION_ID.to_owned(), self.correlation_id.to_string()),
+            (
+                keys::CORRELATION_ID.to_owned(),
+                self.correlation_id.to_string(),
+            ),
             (keys::CAUSATION_ID.to_owned(), self.causation_id.to_string()),
             (keys::ACTOR.to_owned(), self.actor.to_string()),
         ])
@@ -108,7 +125,9 @@ impl CommandMetadata {
     /// Names the missing or malformed key.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, String> {
         let uuid = |key: &str| -> Result<Uuid, String> {
-            let value = map.get(key).ok_or_else(|| format!("metadata lacks `{key}`"))?;
+            let value = map
+                .get(key)
+                .ok_or_else(|| format!("metadata lacks `{key}`"))?;
             value
                 .parse()
                 .map_err(|e| format!("metadata `{key}` is not a uuid: {e}"))

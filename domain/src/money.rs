@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub struct Currency([u8; 3]);
 
 impl Currency {
+    /// The euro.
     pub const EUR: Currency = Currency(*b"EUR");
+    /// The US dollar.
     pub const USD: Currency = Currency(*b"USD");
 
     /// The three-letter code.
@@ -58,21 +60,26 @@ impl fmt::Display for Currency {
 pub struct Money {
     /// Minor units; may be negative only as an intermediate result, never in a price.
     pub amount_minor: i64,
+    /// The currency of the amount.
     pub currency: Currency,
 }
 
 /// Why a money value or operation was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
+    /// The text is not three upper-case letters.
     #[error("`{0}` is not an ISO 4217 currency code (three upper-case letters)")]
     InvalidCurrency(String),
+    /// The two amounts are in different currencies.
     #[error("cannot combine {0} with {1}")]
     CurrencyMismatch(Currency, Currency),
+    /// The result does not fit in `i64` minor units.
     #[error("amount overflow")]
     Overflow,
 }
 
 impl Money {
+    /// An amount in minor units of a currency.
     pub fn new(amount_minor: i64, currency: Currency) -> Self {
         Self {
             amount_minor,
@@ -80,10 +87,12 @@ impl Money {
         }
     }
 
+    /// Nothing, in a currency.
     pub fn zero(currency: Currency) -> Self {
         Self::new(0, currency)
     }
 
+    /// Whether the amount is more than zero.
     pub fn is_positive(&self) -> bool {
         self.amount_minor > 0
     }

@@ -1,1 +1,36 @@
-//! placeholder
+//! Real servers for tests: a `nats-server -js` per test on a free port with its own store
+//! directory, and a fresh PostgreSQL database per test. Nothing here is a mock.
+//!
+//! The nats-server binary comes from `NATS_SERVER_BIN` (set by `scripts/env.sh` after
+//! `scripts/install.sh`), else from `PATH`.
+
+mod nats;
+mod postgres;
+
+pub use nats::{NatsServer, NatsServerOptions};
+pub use postgres::TestDatabase;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+///
+/// Read models and restarts are eventually consistent: tests wait with a bound, never
+/// with a fixed sleep.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

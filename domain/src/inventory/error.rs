@@ -1,0 +1,61 @@
+//! Why an inventory command was rejected.
+
+use crate::ids::{OrderId, Sku};
+
+/// A broken inventory rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    /// The command names another SKU than this aggregate's.
+    #[error("this inventory is for SKU {expected}, not {found}")]
+    SkuMismatch {
+        /// The aggregate's SKU.
+        expected: Sku,
+        /// The SKU in the command.
+        found: Sku,
+    },
+    /// A quantity is zero.
+    #[error("the quantity must be more than zero")]
+    ZeroQuantity,
+    /// A stock receipt has no reference.
+    #[error("received stock needs a reference")]
+    EmptyReference,
+    /// An adjustment changes nothing.
+    #[error("an adjustment must change the stock")]
+    ZeroDelta,
+    /// An adjustment or release has no reason.
+    #[error("a reason is required")]
+    MissingReason,
+    /// The adjustment would leave fewer than zero units on hand.
+    #[error("cannot adjust {on_hand} units on hand by {delta}")]
+    NegativeStock {
+        /// Units on hand.
+        on_hand: u64,
+        /// The requested change.
+        delta: i64,
+    },
+    /// The adjustment would leave fewer units on hand than are reserved.
+    #[error("adjusting to {resulting} units would leave less than the {reserved} reserved")]
+    BelowReserved {
+        /// Units reserved for orders.
+        reserved: u64,
+        /// Units on hand after the adjustment.
+        resulting: u64,
+    },
+    /// The count would exceed what can be represented.
+    #[error("stock count overflow")]
+    Overflow,
+    /// Fewer units are available than an order asks for.
+    #[error("requested {requested} units but only {available} are available")]
+    InsufficientStock {
+        /// Units asked for.
+        requested: u32,
+        /// Units available.
+        available: u64,
+    },
+    /// The order holds no reservation to commit.
+    #[error("order {order_id} holds no reservation")]
+    NoReservation {
+        /// The order.
+        order_id: OrderId,
+    },
+}

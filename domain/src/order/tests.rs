@@ -1,0 +1,524 @@
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use cqrs_es::{Aggregate, DomainEvent};
+use uuid::Uuid;
+
+use super::*;
+use crate::ids::Sku;
+
+type OrderTest = TestFramework<Order>;
+
+fn order_id() -> OrderId {
+    OrderId(Uuid::from_u128(1))
+}
+
+fn payment_id() -> PaymentId {
+    PaymentId(Uuid::from_u128(2))
+}
+
+fn customer_id() -> CustomerId {
+    CustomerId(Uuid::from_u128(3))
+}
+
+fn placed_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn eur(cents: i64) -> Money {
+    Money::new(cents, Currency::EUR)
+}
+
+fn line(sku: &str, quantity: u32, cents: i64) -> OrderLine {
+    OrderLine {
+        sku: Sku::parse(sku).unwrap(),
+        quantity,
+        unit_price: eur(cents),
+    }
+}
+
+/// Two mugs at 8.50 and one T-shirt at 19.99: 36.99 EUR.
+fn lines() -> Vec<OrderLine> {
+    vec![line("MUG-01", 2, 850), line("TS-M", 1, 1999)]
+}
+
+fn place(lines: Vec<OrderLine>) -> OrderCommand {
+    OrderCommand::PlaceOrder {
+        order_id: order_id(),
+        customer_id: customer_id(),
+        lines,
+        currency: Currency::EUR,
+        placed_at: placed_at(),
+    }
+}
+
+fn placed() -> OrderEvent {
+    OrderEvent::OrderPlaced {
+        order_id: order_id(),
+        customer_id: customer_id(),
+        lines: lines(),
+        currency: Currency::EUR,
+        subtotal: eur(3699),
+        total: eur(3699),
+        placed_at: placed_at(),
+    }
+}
+
+fn stock_reserved() -> OrderEvent {
+    OrderEvent::OrderStockReserved {
+        order_id: order_id(),
+    }
+}
+
+fn payment_authorised() -> OrderEvent {
+    OrderEvent::OrderPaymentAuthorised {
+        order_id: order_id(),
+        payment_id: payment_id(),
+    }
+}
+
+fn confirmed() -> OrderEvent {
+    OrderEvent::OrderConfirmed {
+        order_id: order_id(),
+    }
+}
+
+fn shipped() -> OrderEvent {
+    OrderEvent::OrderShipped {
+        order_id: order_id(),
+        carrier: "DHL".into(),
+        tracking: "JD0001".into(),
+    }
+}
+
+fn delivered() -> OrderEvent {
+    OrderEvent::OrderDelivered {
+        order_id: order_id(),
+    }
+}
+
+fn cancelled(by: Canceller) -> OrderEvent {
+    OrderEvent::OrderCancelled {
+        order_id: order_id(),
+        reason: "changed my mind".into(),
+        by,
+    }
+}
+
+fn refunded(cents: i64) -> OrderEvent {
+    OrderEvent::OrderRefunded {
+        order_id: order_id(),
+        amount: eur(cents),
+        reason: "returned".into(),
+    }
+}
+
+/// Every event up to and including a confirmed order.
+fn confirmed_order() -> Vec<OrderEvent> {
+    vec![
+        placed(),
+        stock_reserved(),
+        payment_authorised(),
+        confirmed(),
+    ]
+}
+
+fn cancel(by: Canceller) -> OrderCommand {
+    OrderCommand::CancelOrder {
+        reason: "changed my mind".into(),
+        by,
+    }
+}
+
+fn refund(cents: i64) -> OrderCommand {
+    OrderCommand::MarkRefunded {
+        amount: eur(cents),
+        reason: "returned".into(),
+    }
+}
+
+#[test]
+fn placing_an_order_records_its_totals() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place(lines()))
+        .then_expect_events(vec![placed()]);
+}
+
+#[test]
+fn placing_an_order_twice_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed()])
+        .when(place(lines()))
+        .then_expect_error(OrderError::AlreadyPlaced);
+}
+
+#[test]
+fn placing_an_order_without_lines_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place(vec![]))
+        .then_expect_error(OrderError::NoLines);
+}
+
+#[test]
+fn placing_an_order_for_zero_units_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place(vec![line("MUG-01", 0, 850)]))
+        .then_expect_error(OrderError::ZeroQuantity {
+            sku: Sku::parse("MUG-01").unwrap(),
+        });
+}
+
+#[test]
+fn placing_an_order_with_a_line_in_another_currency_is_rejected() {
+    let mut in_dollars = line("TS-M", 1, 1999);
+    in_dollars.unit_price = Money::new(1999, Currency::USD);
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place(vec![line("MUG-01", 2, 850), in_dollars]))
+        .then_expect_error(OrderError::CurrencyMismatch {
+            expected: Currency::EUR,
+            found: Currency::USD,
+        });
+}
+
+#[test]
+fn placing_an_order_with_a_free_line_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place(vec![line("MUG-01", 2, 0)]))
+        .then_expect_error(OrderError::NonPositivePrice {
+            sku: Sku::parse("MUG-01").unwrap(),
+        });
+}
+
+#[test]
+fn placing_an_order_with_a_repeated_sku_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place(vec![line("MUG-01", 2, 850), line("MUG-01", 1, 850)]))
+        .then_expect_error(OrderError::DuplicateSku {
+            sku: Sku::parse("MUG-01").unwrap(),
+        });
+}
+
+#[test]
+fn placing_an_order_whose_total_overflows_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place(vec![line("MUG-01", 1, i64::MAX), line("TS-M", 1, 1)]))
+        .then_expect_error(OrderError::AmountOverflow);
+}
+
+#[test]
+fn changing_an_order_that_was_never_placed_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(OrderCommand::MarkStockReserved)
+        .then_expect_error(OrderError::NotPlaced);
+}
+
+#[test]
+fn reserving_stock_moves_a_placed_order_on() {
+    OrderTest::with(())
+        .given(vec![placed()])
+        .when(OrderCommand::MarkStockReserved)
+        .then_expect_events(vec![stock_reserved()]);
+}
+
+#[test]
+fn reserving_stock_twice_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved()])
+        .when(OrderCommand::MarkStockReserved)
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::StockReserved,
+            to: OrderStatus::StockReserved,
+        });
+}
+
+#[test]
+fn authorising_payment_records_the_payment() {
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved()])
+        .when(OrderCommand::MarkPaymentAuthorised {
+            payment_id: payment_id(),
+        })
+        .then_expect_events(vec![payment_authorised()]);
+}
+
+#[test]
+fn authorising_payment_before_stock_is_reserved_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed()])
+        .when(OrderCommand::MarkPaymentAuthorised {
+            payment_id: payment_id(),
+        })
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::Placed,
+            to: OrderStatus::PaymentAuthorised,
+        });
+}
+
+#[test]
+fn confirming_a_paid_order_records_it() {
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved(), payment_authorised()])
+        .when(OrderCommand::ConfirmOrder)
+        .then_expect_events(vec![confirmed()]);
+}
+
+#[test]
+fn confirming_an_unpaid_order_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved()])
+        .when(OrderCommand::ConfirmOrder)
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::StockReserved,
+            to: OrderStatus::Confirmed,
+        });
+}
+
+#[test]
+fn shipping_a_confirmed_order_records_the_tracking() {
+    OrderTest::with(())
+        .given(confirmed_order())
+        .when(OrderCommand::ShipOrder {
+            carrier: "DHL".into(),
+            tracking: "JD0001".into(),
+        })
+        .then_expect_events(vec![shipped()]);
+}
+
+#[test]
+fn shipping_an_unconfirmed_order_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved(), payment_authorised()])
+        .when(OrderCommand::ShipOrder {
+            carrier: "DHL".into(),
+            tracking: "JD0001".into(),
+        })
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::PaymentAuthorised,
+            to: OrderStatus::Shipped,
+        });
+}
+
+#[test]
+fn shipping_without_a_carrier_is_rejected() {
+    OrderTest::with(())
+        .given(confirmed_order())
+        .when(OrderCommand::ShipOrder {
+            carrier: " ".into(),
+            tracking: "JD0001".into(),
+        })
+        .then_expect_error(OrderError::EmptyCarrier);
+}
+
+#[test]
+fn shipping_without_a_tracking_number_is_rejected() {
+    OrderTest::with(())
+        .given(confirmed_order())
+        .when(OrderCommand::ShipOrder {
+            carrier: "DHL".into(),
+            tracking: String::new(),
+        })
+        .then_expect_error(OrderError::EmptyTracking);
+}
+
+#[test]
+fn delivering_a_shipped_order_records_it() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![shipped()]].concat())
+        .when(OrderCommand::MarkDelivered)
+        .then_expect_events(vec![delivered()]);
+}
+
+#[test]
+fn delivering_an_order_that_has_not_shipped_is_rejected() {
+    OrderTest::with(())
+        .given(confirmed_order())
+        .when(OrderCommand::MarkDelivered)
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::Confirmed,
+            to: OrderStatus::Delivered,
+        });
+}
+
+#[test]
+fn cancelling_a_placed_order_records_who_cancelled() {
+    OrderTest::with(())
+        .given(vec![placed()])
+        .when(cancel(Canceller::System))
+        .then_expect_events(vec![cancelled(Canceller::System)]);
+}
+
+#[test]
+fn a_customer_may_cancel_a_confirmed_order_before_it_ships() {
+    OrderTest::with(())
+        .given(confirmed_order())
+        .when(cancel(Canceller::Customer))
+        .then_expect_events(vec![cancelled(Canceller::Customer)]);
+}
+
+#[test]
+fn cancelling_a_shipped_order_is_rejected() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![shipped()]].concat())
+        .when(cancel(Canceller::Admin))
+        .then_expect_error(OrderError::AlreadyShipped);
+}
+
+#[test]
+fn a_customer_cannot_cancel_a_delivered_order() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![shipped(), delivered()]].concat())
+        .when(cancel(Canceller::Customer))
+        .then_expect_error(OrderError::AlreadyShipped);
+}
+
+#[test]
+fn cancelling_an_order_twice_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed(), cancelled(Canceller::Customer)])
+        .when(cancel(Canceller::Customer))
+        .then_expect_error(OrderError::AlreadyCancelled);
+}
+
+#[test]
+fn cancelling_without_a_reason_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed()])
+        .when(OrderCommand::CancelOrder {
+            reason: "".into(),
+            by: Canceller::Customer,
+        })
+        .then_expect_error(OrderError::EmptyReason);
+}
+
+#[test]
+fn moving_a_cancelled_order_on_is_rejected() {
+    OrderTest::with(())
+        .given(vec![placed(), cancelled(Canceller::System)])
+        .when(OrderCommand::MarkStockReserved)
+        .then_expect_error(OrderError::AlreadyCancelled);
+}
+
+#[test]
+fn refunding_a_delivered_order_records_it() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![shipped(), delivered()]].concat())
+        .when(refund(1999))
+        .then_expect_events(vec![refunded(1999)]);
+}
+
+#[test]
+fn refunding_an_order_cancelled_after_payment_records_it() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![cancelled(Canceller::Admin)]].concat())
+        .when(refund(3699))
+        .then_expect_events(vec![refunded(3699)]);
+}
+
+#[test]
+fn refunding_an_order_cancelled_before_payment_is_rejected() {
+    OrderTest::with(())
+        .given(vec![
+            placed(),
+            stock_reserved(),
+            cancelled(Canceller::System),
+        ])
+        .when(refund(3699))
+        .then_expect_error(OrderError::NotPaid);
+}
+
+#[test]
+fn refunding_an_order_still_in_progress_is_rejected() {
+    OrderTest::with(())
+        .given(confirmed_order())
+        .when(refund(3699))
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::Confirmed,
+            to: OrderStatus::Refunded,
+        });
+}
+
+#[test]
+fn refunding_an_order_twice_is_rejected() {
+    OrderTest::with(())
+        .given(
+            [
+                confirmed_order(),
+                vec![shipped(), delivered(), refunded(1000)],
+            ]
+            .concat(),
+        )
+        .when(refund(1000))
+        .then_expect_error(OrderError::AlreadyRefunded);
+}
+
+#[test]
+fn refunding_more_than_the_total_is_rejected() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![shipped(), delivered()]].concat())
+        .when(refund(3700))
+        .then_expect_error(OrderError::RefundExceedsTotal {
+            requested: eur(3700),
+            total: eur(3699),
+        });
+}
+
+#[test]
+fn refunding_nothing_is_rejected() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![shipped(), delivered()]].concat())
+        .when(refund(0))
+        .then_expect_error(OrderError::NonPositiveRefund);
+}
+
+#[test]
+fn refunding_in_another_currency_is_rejected() {
+    OrderTest::with(())
+        .given([confirmed_order(), vec![shipped(), delivered()]].concat())
+        .when(OrderCommand::MarkRefunded {
+            amount: Money::new(100, Currency::USD),
+            reason: "returned".into(),
+        })
+        .then_expect_error(OrderError::CurrencyMismatch {
+            expected: Currency::EUR,
+            found: Currency::USD,
+        });
+}
+
+#[test]
+fn the_order_tracks_its_status_totals_and_payment() {
+    let mut order = Order::default();
+    assert_eq!(order.status(), None);
+    for event in [confirmed_order(), vec![shipped(), delivered()]].concat() {
+        order.apply(event);
+    }
+    assert_eq!(order.status(), Some(OrderStatus::Delivered));
+    assert_eq!(order.subtotal(), Some(eur(3699)));
+    assert_eq!(order.total(), Some(eur(3699)));
+    assert_eq!(order.payment_id(), Some(payment_id()));
+    assert_eq!(order.lines().len(), 2);
+    order.apply(refunded(500));
+    assert_eq!(order.status(), Some(OrderStatus::Refunded));
+    assert_eq!(order.refunded(), Some(eur(500)));
+}
+
+#[test]
+fn order_events_are_externally_tagged_with_snake_case_fields() {
+    let json = serde_json::to_value(payment_authorised()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"OrderPaymentAuthorised": {
+            "order_id": order_id(),
+            "payment_id": payment_id(),
+        }})
+    );
+    assert_eq!(payment_authorised().event_type(), "OrderPaymentAuthorised");
+    let back: OrderEvent = serde_json::from_value(serde_json::to_value(placed()).unwrap()).unwrap();
+    assert_eq!(back, placed());
+}

@@ -1,0 +1,207 @@
+//! `CommandBus`: runs commands through cqrs-es's `CqrsFramework` on the JetStream store,
+//! and adds what the framework lacks: idempotent command ids, bounded conflict retries
+//! with fresh state, and the position each command committed at.
+
+use std::cell::RefCell;
+
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use domain::CommandMetadata;
+use tracing::{debug, instrument};
+
+use crate::error::StoreError;
+use crate::store::{CommitRecord, JetStreamEventStore};
+
+tokio::task_local! {
+    /// Carries the commit outcome from the store back to the bus: `CqrsFramework`
+    /// returns `()`, and the store's `commit` runs inside the bus's task.
+    static OUTCOME: RefCell<Option<CommitOutcome>>;
+}
+
+/// Records a commit's outcome for the enclosing [`CommandBus::execute`], if any.
+pub(crate) fn record_outcome(outcome: CommitOutcome) {
+    // Outside a bus (plain `CqrsFramework` use) there is nobody to tell: that is fine.
+    let _ = OUTCOME.try_with(|slot| *slot.borrow_mut() = Some(outcome));
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub aggregate_id: String,
+    /// The stream sequence the command committed at (its events' global position);
+    /// for a command that emitted nothing, the aggregate's last position.
+    pub position: u64,
+    /// The aggregate version after the command.
+    pub version: usize,
+    /// How many events the command appended.
+    pub events: usize,
+    /// True when this command id had already been committed: nothing new was appended,
+    /// and the original outcome is returned.
+    pub duplicate: bool,
+}
+
+impl CommitOutcome {
+    fn replayed(aggregate_id: &str, record: CommitRecord) -> Self {
+        Self {
+            aggregate_id: aggregate_id.to_owned(),
+            position: record.position,
+            version: record.version,
+            events: record.events,
+            duplicate: true,
+        }
+    }
+}
+
+/// How often a conflicting command is retried on fresh state.
+#[derive(Debug, Clone, Copy)]
+pub struct ConflictPolicy {
+    /// Retries after the first attempt; 0 reports the first conflict.
+    pub max_retries: usize,
+}
+
+impl Default for ConflictPolicy {
+    fn default() -> Self {
+        Self { max_retries: 5 }
+    }
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command: a broken domain rule. Nothing was appended.
+    #[error("{0}")]
+    Rejected(E),
+    /// Other commands kept winning the race for this aggregate.
+    #[error("aggregate changed concurrently {attempts} times in a row; try again")]
+    Conflict { attempts: usize },
+    /// NATS was unreachable or timed out; the command may or may not have been stored,
+    /// and resending it with the same command id is safe.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("event store data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl<E: std::error::Error> From<StoreError> for CommandError<E> {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict { .. } => CommandError::Conflict { attempts: 1 },
+            StoreError::Nats(message) => CommandError::Unavailable(message),
+            other => CommandError::Corrupt(other.to_string()),
+        }
+    }
+}
+
+/// Runs commands for aggregate `A` on the JetStream store.
+pub struct CommandBus<A: Aggregate> {
+    framework: CqrsFramework<A, JetStreamEventStore<A>>,
+    store: JetStreamEventStore<A>,
+    policy: ConflictPolicy,
+}
+
+enum Attempt {
+    Committed(CommitOutcome),
+    Conflict,
+}
+
+impl<A: Aggregate> CommandBus<A> {
+    /// A bus over `store`; `services` are the aggregate's cqrs-es services.
+    pub fn new(
+        store: JetStreamEventStore<A>,
+        services: A::Services,
+        policy: ConflictPolicy,
+    ) -> Self {
+        Self {
+            framework: CqrsFramework::new(store.clone(), Vec::new(), services),
+            store,
+            policy,
+        }
+    }
+
+    /// The store under this bus.
+    pub fn store(&self) -> &JetStreamEventStore<A> {
+        &self.store
+    }
+
+    /// Executes one command, at most once per `metadata.command_id`.
+    ///
+    /// A command id already committed on this aggregate returns its original outcome
+    /// (with `duplicate: true`) and appends nothing. A conflict reloads the aggregate
+    /// and decides again, up to the policy's retries.
+    ///
+    /// # Errors
+    /// [`CommandError`]: the domain's rejection, a persistent conflict, or the store's failure.
+    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id, command_id = %metadata.command_id))]
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<CommitOutcome, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let command_id = metadata.command_id.to_string();
+        if let Some(record) = self
+            .store
+            .find_commit(aggregate_id, &command_id, false)
+            .await?
+        {
+            debug!("command already committed");
+            return Ok(CommitOutcome::replayed(aggregate_id, record));
+        }
+        let map = metadata.to_map();
+        let attempts = self.policy.max_retries + 1;
+        for attempt in 1..=attempts {
+            let outcome = OUTCOME
+                .scope(RefCell::new(None), async {
+                    let result = self
+                        .framework
+                        .execute_with_metadata(aggregate_id, command.clone(), map.clone())
+                        .await;
+                    let recorded = OUTCOME.with(|slot| slot.borrow_mut().take());
+                    into_attempt(result, recorded)
+                })
+                .await?;
+            match outcome {
+                Attempt::Committed(outcome) => return Ok(outcome),
+                Attempt::Conflict => {
+                    debug!(attempt, "conflict, deciding again on fresh state");
+                    // A lost ack followed by a retry lands here: the server compares the
+                    // (now stale) expected sequence before the Msg-Id, so look for the
+                    // command id in the aggregate's log before deciding again.
+                    if let Some(record) = self
+                        .store
+                        .find_commit(aggregate_id, &command_id, true)
+                        .await?
+                    {
+                        return Ok(CommitOutcome::replayed(aggregate_id, record));
+                    }
+                }
+            }
+        }
+        Err(CommandError::Conflict { attempts })
+    }
+}
+
+/// Turns the framework's result into the bus's, without holding `A::Error` (not `Send`)
+/// across an await.
+fn into_attempt<E: std::error::Error>(
+    result: Result<(), AggregateError<E>>,
+    recorded: Option<CommitOutcome>,
+) -> Result<Attempt, CommandError<E>> {
+    match result {
+        Ok(()) => recorded.map(Attempt::Committed).ok_or_else(|| {
+            CommandError::Corrupt("the store reported no outcome for a committed command".into())
+        }),
+        Err(AggregateError::UserError(error)) => Err(CommandError::Rejected(error)),
+        Err(AggregateError::AggregateConflict) => Ok(Attempt::Conflict),
+        Err(AggregateError::DatabaseConnectionError(error)) => {
+            Err(CommandError::Unavailable(error.to_string()))
+        }
+        Err(AggregateError::DeserializationError(error))
+        | Err(AggregateError::UnexpectedError(error)) => {
+            Err(CommandError::Corrupt(error.to_string()))
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Reading commits back: one aggregate's by subject, or the whole log from a position.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use async_nats::StatusCode;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::envelope::RecordedCommit;
+use crate::error::StoreError;
+use crate::subjects::EVENTS_STREAM;
+
+/// How many commits one batch direct get asks for.
+const BATCH: usize = 256;
+/// How long to wait for the next message of a batch before giving up.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Serialize)]
+struct BatchGetRequest<'a> {
+    seq: u64,
+    next_by_subj: &'a str,
+    batch: usize,
+}
+
+/// Reads every commit on `subject` after stream sequence `after`, in order.
+///
+/// Uses batch direct get (ADR-31): the server walks only this subject's messages, so
+/// loading an aggregate never scans other aggregates.
+///
+/// # Errors
+/// [`StoreError::Nats`] on a timeout or a server error, [`StoreError::Decode`] on a bad payload.
+pub(crate) async fn read_subject(
+    client: &async_nats::Client,
+    subject: &str,
+    after: u64,
+) -> Result<Vec<RecordedCommit>, StoreError> {
+    let api_subject = format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}");
+    let mut commits = Vec::new();
+    let mut next = after + 1;
+    loop {
+        let inbox = client.new_inbox();
+        let mut replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(StoreError::nats)?;
+        let request = serde_json::to_vec(&BatchGetRequest {
+            seq: next,
+            next_by_subj: subject,
+            batch: BATCH,
+        })
+        .map_err(StoreError::nats)?;
+        client
+            .publish_with_reply(api_subject.clone(), inbox, request.into())
+            .await
+            .map_err(StoreError::nats)?;
+        let mut received = 0;
+        loop {
+            let reply = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
+                .await
+                .map_err(|_| StoreError::Nats(format!("direct get on {subject} timed out")))?
+                .ok_or_else(|| StoreError::Nats("reply subscription closed".to_owned()))?;
+            match reply.status {
+                // 204 (EOB) ends a batch; 404 says nothing (more) is stored on this subject.
+                Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => break,
+                Some(status) if status != StatusCode::OK => {
+                    return Err(StoreError::Nats(format!(
+                        "direct get on {subject} answered {status}: {}",
+                        reply.description.unwrap_or_default()
+                    )))
+                }
+                _ => {}
+            }
+            let position = reply
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Sequence"))
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .ok_or_else(|| StoreError::decode("direct get reply", "no Nats-Sequence header"))?;
+            commits.push(RecordedCommit::decode(position, &reply.payload)?);
+            next = position + 1;
+            received += 1;
+        }
+        if received < BATCH {
+            return Ok(commits);
+        }
+    }
+}
+
+/// The stream sequence of the newest commit in the log (0 when empty).
+///
+/// # Errors
+/// [`StoreError::Nats`] when the stream cannot be read.
+pub async fn stream_last_position(js: &jetstream::Context) -> Result<u64, StoreError> {
+    let mut stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(StoreError::nats)?;
+    let info = stream.info().await.map_err(StoreError::nats)?;
+    Ok(info.state.last_sequence)
+}
+
+/// Every commit from `from_position` (inclusive) on, optionally filtered by subject
+/// (`events.order.*`), following the log live: the stream never ends by itself.
+///
+/// Backed by an ordered consumer, which the client recreates on gaps or server restarts.
+///
+/// # Errors
+/// [`StoreError::Nats`] when the consumer cannot be created.
+pub async fn read_all(
+    js: &jetstream::Context,
+    from_position: u64,
+    filter_subject: Option<String>,
+) -> Result<BoxStream<'static, Result<RecordedCommit, StoreError>>, StoreError> {
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(StoreError::nats)?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from_position.max(1),
+            },
+            filter_subject: filter_subject.unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .map_err(StoreError::nats)?;
+    let messages = consumer.messages().await.map_err(StoreError::nats)?;
+    Ok(messages
+        .map_err(StoreError::nats)
+        .and_then(|message| async move {
+            let info = message.info().map_err(StoreError::nats)?;
+            RecordedCommit::decode(info.stream_sequence, &message.payload)
+        })
+        .boxed())
+}

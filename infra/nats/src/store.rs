@@ -1,0 +1,584 @@
+//! `JetStreamEventStore`: cqrs-es's `EventStore` on the `EVENTS` stream.
+//!
+//! Load: an in-process cache of aggregate state, else the latest snapshot from the KV
+//! bucket plus the tail of the aggregate's subject, else the whole subject.
+//! Commit: one message carrying every event of the command, published with
+//! `Nats-Expected-Last-Subject-Sequence` set to the last position this process saw for the
+//! aggregate and `Nats-Msg-Id` set to the command id. The server rejects the commit if
+//! anything was appended since, so a stale cache entry costs a conflict and a reload,
+//! never a lost update.
+
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use async_nats::HeaderMap;
+use chrono::Utc;
+use cqrs_es::persist::EventUpcaster;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{debug, instrument, warn};
+
+use crate::command_bus::{record_outcome, CommitOutcome};
+use crate::envelope::{CommitEnvelope, RecordedCommit};
+use crate::error::StoreError;
+use crate::reader::read_subject;
+use crate::subjects::{aggregate_subject, headers, snapshot_key, SNAPSHOTS_BUCKET};
+
+/// Tuning of one store.
+#[derive(Debug, Clone)]
+pub struct EventStoreConfig {
+    /// Write a snapshot after this many events since the last one; 0 never snapshots.
+    pub snapshot_every: usize,
+    /// Aggregates whose state is kept in memory; 0 disables the cache.
+    pub cache_capacity: usize,
+    /// How many recent command ids each aggregate remembers for idempotency.
+    pub remembered_commands: usize,
+}
+
+impl Default for EventStoreConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 100,
+            cache_capacity: 10_000,
+            remembered_commands: 256,
+        }
+    }
+}
+
+/// A command recorded on an aggregate: enough to answer a retry with the original outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CommitRecord {
+    pub command_id: String,
+    pub position: u64,
+    pub version: usize,
+    pub events: usize,
+}
+
+/// An aggregate's folded state at a position: the cache entry and the snapshot format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FoldedState {
+    version: usize,
+    position: u64,
+    state: Value,
+    recent_commits: VecDeque<CommitRecord>,
+    #[serde(skip)]
+    events_since_snapshot: usize,
+}
+
+/// The aggregate being decided on, with what the store needs to commit its events.
+pub struct JetStreamAggregateContext<A: Aggregate> {
+    aggregate_id: String,
+    aggregate: A,
+    /// Aggregate version (number of events) the state reflects.
+    version: usize,
+    /// Stream sequence of the aggregate's last commit; 0 for a new aggregate.
+    position: u64,
+    recent_commits: VecDeque<CommitRecord>,
+    events_since_snapshot: usize,
+}
+
+impl<A: Aggregate> AggregateContext<A> for JetStreamAggregateContext<A> {
+    fn aggregate(&mut self) -> &mut A {
+        &mut self.aggregate
+    }
+}
+
+impl<A: Aggregate> JetStreamAggregateContext<A> {
+    /// The aggregate version the loaded state reflects.
+    pub fn version(&self) -> usize {
+        self.version
+    }
+
+    /// The stream sequence of the aggregate's last commit (0 when new).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The loaded state.
+    pub fn state(&self) -> &A {
+        &self.aggregate
+    }
+
+    fn new(aggregate_id: &str) -> Self {
+        Self {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            version: 0,
+            position: 0,
+            recent_commits: VecDeque::new(),
+            events_since_snapshot: 0,
+        }
+    }
+
+    fn from_folded(aggregate_id: &str, folded: &FoldedState) -> Result<Self, StoreError> {
+        let aggregate = A::deserialize(&folded.state)
+            .map_err(|e| StoreError::decode(format!("state of {}/{aggregate_id}", A::TYPE), e))?;
+        Ok(Self {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            version: folded.version,
+            position: folded.position,
+            recent_commits: folded.recent_commits.clone(),
+            events_since_snapshot: folded.events_since_snapshot,
+        })
+    }
+
+    fn to_folded(&self) -> Result<FoldedState, StoreError> {
+        Ok(FoldedState {
+            version: self.version,
+            position: self.position,
+            state: serde_json::to_value(&self.aggregate)
+                .map_err(|e| StoreError::decode("aggregate state", e))?,
+            recent_commits: self.recent_commits.clone(),
+            events_since_snapshot: self.events_since_snapshot,
+        })
+    }
+
+    fn remember(&mut self, record: CommitRecord, capacity: usize) {
+        self.recent_commits.push_back(record);
+        while self.recent_commits.len() > capacity {
+            self.recent_commits.pop_front();
+        }
+    }
+
+    fn find_commit(&self, command_id: &str) -> Option<&CommitRecord> {
+        self.recent_commits
+            .iter()
+            .rev()
+            .find(|record| record.command_id == command_id)
+    }
+}
+
+struct Shared {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    snapshots: kv::Store,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    config: EventStoreConfig,
+    cache: Option<Mutex<LruCache<String, Arc<FoldedState>>>>,
+}
+
+/// The JetStream event store for aggregate `A`; cheap to clone.
+pub struct JetStreamEventStore<A: Aggregate> {
+    shared: Arc<Shared>,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> Clone for JetStreamEventStore<A> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate> JetStreamEventStore<A> {
+    /// A store on a provisioned server (see [`crate::provision`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Nats`] when the snapshot bucket is missing.
+    pub async fn new(
+        client: async_nats::Client,
+        config: EventStoreConfig,
+    ) -> Result<Self, StoreError> {
+        let js = jetstream::new(client.clone());
+        let snapshots = js
+            .get_key_value(SNAPSHOTS_BUCKET)
+            .await
+            .map_err(StoreError::nats)?;
+        let cache =
+            NonZeroUsize::new(config.cache_capacity).map(|cap| Mutex::new(LruCache::new(cap)));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                js,
+                snapshots,
+                upcasters: Vec::new(),
+                config,
+                cache,
+            }),
+            aggregate: PhantomData,
+        })
+    }
+
+    /// Adds the upcasters that turn older event versions into the current ones on load.
+    ///
+    /// # Panics
+    /// When called after the store was cloned (configure first, then share).
+    pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("upcasters are set before the store is shared")
+            .upcasters = upcasters;
+        self
+    }
+
+    /// The JetStream context the store writes through.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.shared.js
+    }
+
+    /// Every commit of one aggregate, oldest first, with positions and metadata.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the log cannot be read or decoded.
+    pub async fn history(&self, aggregate_id: &str) -> Result<Vec<RecordedCommit>, StoreError> {
+        read_subject(
+            &self.shared.client,
+            &aggregate_subject(A::TYPE, aggregate_id),
+            0,
+        )
+        .await
+    }
+
+    /// Loads the aggregate bypassing (and refreshing) the cache.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the log or the snapshot cannot be read.
+    pub async fn load_fresh(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<JetStreamAggregateContext<A>, StoreError> {
+        let mut context = match self.read_snapshot(aggregate_id).await? {
+            Some(folded) => JetStreamAggregateContext::from_folded(aggregate_id, &folded)?,
+            None => JetStreamAggregateContext::new(aggregate_id),
+        };
+        let subject = aggregate_subject(A::TYPE, aggregate_id);
+        let tail = read_subject(&self.shared.client, &subject, context.position).await?;
+        for commit in tail {
+            self.fold(&mut context, &commit)?;
+        }
+        self.cache_put(&context)?;
+        Ok(context)
+    }
+
+    /// The version and position of the stored snapshot of an aggregate, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the bucket cannot be read or the snapshot decoded.
+    pub async fn snapshot_position(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<(usize, u64)>, StoreError> {
+        Ok(self
+            .read_snapshot(aggregate_id)
+            .await?
+            .map(|folded| (folded.version, folded.position)))
+    }
+
+    /// Forgets the cached state of one aggregate (the next load reads the log).
+    pub fn evict(&self, aggregate_id: &str) {
+        if let Some(cache) = &self.shared.cache {
+            lock(cache).pop(aggregate_id);
+        }
+    }
+
+    /// The outcome of a command already committed on an aggregate, if it is among the
+    /// aggregate's remembered commands. `fresh` reads the log instead of the cache.
+    pub(crate) async fn find_commit(
+        &self,
+        aggregate_id: &str,
+        command_id: &str,
+        fresh: bool,
+    ) -> Result<Option<CommitRecord>, StoreError> {
+        let cached = if fresh {
+            None
+        } else {
+            self.cache_get(aggregate_id)
+        };
+        let found = match cached {
+            Some(folded) => folded
+                .recent_commits
+                .iter()
+                .rev()
+                .find(|record| record.command_id == command_id)
+                .cloned(),
+            None => self
+                .load_fresh(aggregate_id)
+                .await?
+                .find_commit(command_id)
+                .cloned(),
+        };
+        Ok(found)
+    }
+
+    async fn load_context(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<JetStreamAggregateContext<A>, StoreError> {
+        if let Some(folded) = self.cache_get(aggregate_id) {
+            return JetStreamAggregateContext::from_folded(aggregate_id, &folded);
+        }
+        self.load_fresh(aggregate_id).await
+    }
+
+    fn fold(
+        &self,
+        context: &mut JetStreamAggregateContext<A>,
+        commit: &RecordedCommit,
+    ) -> Result<(), StoreError> {
+        let envelopes = commit.into_event_envelopes::<A>(&self.shared.upcasters)?;
+        let events = envelopes.len();
+        for envelope in envelopes {
+            context.aggregate.apply(envelope.payload);
+        }
+        context.version = commit.envelope.last_sequence();
+        context.position = commit.position;
+        context.events_since_snapshot += events;
+        context.remember(
+            CommitRecord {
+                command_id: commit.envelope.command_id.clone(),
+                position: commit.position,
+                version: context.version,
+                events,
+            },
+            self.shared.config.remembered_commands,
+        );
+        Ok(())
+    }
+
+    async fn read_snapshot(&self, aggregate_id: &str) -> Result<Option<FoldedState>, StoreError> {
+        if self.shared.config.snapshot_every == 0 {
+            return Ok(None);
+        }
+        let key = snapshot_key(A::TYPE, aggregate_id);
+        let Some(bytes) = self
+            .shared
+            .snapshots
+            .get(&key)
+            .await
+            .map_err(StoreError::nats)?
+        else {
+            return Ok(None);
+        };
+        let folded = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::decode(format!("snapshot {key}"), e))?;
+        Ok(Some(folded))
+    }
+
+    /// Writes a snapshot; a failure only costs a longer load later, so it is logged.
+    async fn write_snapshot(&self, aggregate_id: &str, folded: &FoldedState) {
+        let key = snapshot_key(A::TYPE, aggregate_id);
+        let result = match serde_json::to_vec(folded) {
+            Ok(bytes) => self
+                .shared
+                .snapshots
+                .put(&key, bytes.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => debug!(key, version = folded.version, "snapshot written"),
+            Err(error) => warn!(key, %error, "snapshot not written"),
+        }
+    }
+
+    fn cache_get(&self, aggregate_id: &str) -> Option<Arc<FoldedState>> {
+        let cache = self.shared.cache.as_ref()?;
+        lock(cache).get(aggregate_id).cloned()
+    }
+
+    fn cache_put(&self, context: &JetStreamAggregateContext<A>) -> Result<(), StoreError> {
+        if let Some(cache) = &self.shared.cache {
+            let folded = Arc::new(context.to_folded()?);
+            lock(cache).put(context.aggregate_id.clone(), folded);
+        }
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %context.aggregate_id))]
+    async fn append(
+        &self,
+        events: Vec<A::Event>,
+        mut context: JetStreamAggregateContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
+        let aggregate_id = context.aggregate_id.clone();
+        if events.is_empty() {
+            record_outcome(CommitOutcome {
+                aggregate_id,
+                position: context.position,
+                version: context.version,
+                events: 0,
+                duplicate: false,
+            });
+            return Ok(Vec::new());
+        }
+        let envelope = CommitEnvelope::new::<A>(
+            &aggregate_id,
+            context.version + 1,
+            &events,
+            &metadata,
+            Utc::now(),
+        )?;
+        let subject = aggregate_subject(A::TYPE, &aggregate_id);
+        let headers = commit_headers(&envelope, context.position);
+        let payload =
+            serde_json::to_vec(&envelope).map_err(|e| StoreError::decode("envelope", e))?;
+
+        let ack = self
+            .shared
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(StoreError::nats)?
+            .await;
+        let ack = match ack {
+            Ok(ack) => ack,
+            Err(error) if is_wrong_sequence(&error) => {
+                self.evict(&aggregate_id);
+                return Err(StoreError::Conflict {
+                    aggregate: format!("{}/{aggregate_id}", A::TYPE),
+                    expected: context.position,
+                });
+            }
+            Err(error) => {
+                // The ack was lost or refused: the commit may or may not be stored, so the
+                // cached state can no longer be trusted.
+                self.evict(&aggregate_id);
+                return Err(StoreError::nats(error));
+            }
+        };
+
+        let committed = RecordedCommit {
+            position: ack.sequence,
+            envelope,
+        };
+        let event_count = events.len();
+        let envelopes = events
+            .into_iter()
+            .zip(&committed.envelope.events)
+            .enumerate()
+            .map(|(index, (payload, stored))| EventEnvelope {
+                aggregate_id: aggregate_id.clone(),
+                sequence: committed.envelope.first_sequence + index,
+                payload,
+                metadata: committed.event_metadata(stored),
+            })
+            .collect();
+
+        // The handler already applied the events to `context.aggregate`.
+        context.version += event_count;
+        context.position = ack.sequence;
+        context.events_since_snapshot += event_count;
+        context.remember(
+            CommitRecord {
+                command_id: committed.envelope.command_id.clone(),
+                position: ack.sequence,
+                version: context.version,
+                events: event_count,
+            },
+            self.shared.config.remembered_commands,
+        );
+        if ack.duplicate {
+            // The server already holds this command id; its stored outcome wins.
+            self.evict(&aggregate_id);
+        } else {
+            let snapshot_every = self.shared.config.snapshot_every;
+            if snapshot_every > 0 && context.events_since_snapshot >= snapshot_every {
+                context.events_since_snapshot = 0;
+                self.write_snapshot(&aggregate_id, &context.to_folded()?)
+                    .await;
+            }
+            self.cache_put(&context)?;
+        }
+        record_outcome(CommitOutcome {
+            aggregate_id,
+            position: ack.sequence,
+            version: context.version,
+            events: event_count,
+            duplicate: ack.duplicate,
+        });
+        Ok(envelopes)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the cache lock leaves at worst a stale entry, which the
+    // server's sequence check catches; keep serving.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn commit_headers(envelope: &CommitEnvelope, expected_position: u64) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert(headers::MSG_ID, envelope.command_id.as_str());
+    map.insert(
+        headers::EXPECTED_LAST_SUBJECT_SEQUENCE,
+        expected_position.to_string().as_str(),
+    );
+    map.insert(headers::AGGREGATE_TYPE, envelope.aggregate_type.as_str());
+    map.insert(headers::AGGREGATE_ID, envelope.aggregate_id.as_str());
+    let event_types: Vec<&str> = envelope
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    map.insert(headers::EVENT_TYPES, event_types.join(",").as_str());
+    map.insert(headers::CORRELATION_ID, envelope.correlation_id.as_str());
+    map.insert(headers::CAUSATION_ID, envelope.causation_id.as_str());
+    map.insert(headers::FORMAT, headers::FORMAT_COMMIT_V1);
+    map
+}
+
+/// Both server codes for a failed expected-sequence check: 10071 (wrong last sequence)
+/// and 10164 (an expectation the server cannot satisfy, e.g. in a batch).
+fn is_wrong_sequence(error: &jetstream::context::PublishError) -> bool {
+    if error.kind() == PublishErrorKind::WrongLastSequence {
+        return true;
+    }
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|js_error| {
+            js_error.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                || js_error.error_code()
+                    == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+        })
+}
+
+impl<A: Aggregate> EventStore<A> for JetStreamEventStore<A> {
+    type AC = JetStreamAggregateContext<A>;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let result: Result<Vec<EventEnvelope<A>>, StoreError> = async {
+            let mut envelopes = Vec::new();
+            for commit in self.history(aggregate_id).await? {
+                envelopes.extend(commit.into_event_envelopes::<A>(&self.shared.upcasters)?);
+            }
+            Ok(envelopes)
+        }
+        .await;
+        result.map_err(StoreError::into_aggregate_error)
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Self::AC, AggregateError<A::Error>> {
+        self.load_context(aggregate_id)
+            .await
+            .map_err(StoreError::into_aggregate_error)
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        self.append(events, context, metadata)
+            .await
+            .map_err(StoreError::into_aggregate_error)
+    }
+}

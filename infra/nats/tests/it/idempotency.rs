@@ -1,0 +1,120 @@
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::HeaderMap;
+use chrono::Utc;
+use infra_nats::{stream_last_position, subjects, CommitEnvelope, EventStoreConfig};
+use testkit::NatsServer;
+
+use crate::tally::{add, Tally, TallyEvent};
+use crate::{bus, metadata, provisioned};
+
+#[tokio::test]
+async fn a_retried_command_id_appends_once_and_returns_the_original_outcome() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let bus = bus::<Tally>(&client, EventStoreConfig::default()).await;
+    let meta = metadata();
+    let first = bus.execute("a", add(7, 2), &meta).await.unwrap();
+    let retry = bus.execute("a", add(7, 2), &meta).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.position, retry.version, retry.events),
+        (first.position, first.version, first.events)
+    );
+    assert_eq!(bus.store().history("a").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_other_commands_still_appends_once() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let bus = bus::<Tally>(&client, EventStoreConfig::default()).await;
+    let meta = metadata();
+    let first = bus.execute("a", add(7, 1), &meta).await.unwrap();
+    bus.execute("a", add(1, 1), &metadata()).await.unwrap();
+    // Another replica, with nothing cached, receives the retry.
+    let other_replica = crate::bus::<Tally>(&client, EventStoreConfig::default()).await;
+    let retry = other_replica.execute("a", add(7, 1), &meta).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.position, first.position);
+    assert_eq!(
+        other_replica
+            .store()
+            .load_fresh("a")
+            .await
+            .unwrap()
+            .state()
+            .total,
+        8
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_ack_is_answered_from_the_log_not_appended_again() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let bus = bus::<Tally>(&client, EventStoreConfig::default()).await;
+    // The bus has the aggregate cached as empty (position 0).
+    bus.store().load_fresh("a").await.unwrap();
+
+    // A commit for command `meta` reaches the stream, but its ack never came back
+    // (the process died): write it as the store would have.
+    let meta = metadata();
+    let event = TallyEvent::Added {
+        amount: 7,
+        label: "add-7".into(),
+    };
+    let envelope =
+        CommitEnvelope::new::<Tally>("a", 1, &[event], &meta.to_map(), Utc::now()).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        subjects::headers::MSG_ID,
+        meta.command_id.to_string().as_str(),
+    );
+    headers.insert(subjects::headers::EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish_with_headers(
+        subjects::aggregate_subject("tally", "a"),
+        headers,
+        serde_json::to_vec(&envelope).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    // The client retries with the same command id. The server answers the stale
+    // expectation with 10071 before looking at the Msg-Id; the bus then finds the
+    // command in the log.
+    let retry = bus.execute("a", add(7, 1), &meta).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.position, 1);
+    assert_eq!(stream_last_position(&js).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_server_checks_the_expected_sequence_before_the_msg_id() {
+    // Why the bus reads the log after a conflict: a resent commit that repeats both the
+    // Msg-Id and the now-stale expectation is refused as a conflict (10071), not
+    // acknowledged as a duplicate. Without an expectation the Msg-Id window answers.
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let subject = subjects::aggregate_subject("tally", "a");
+    let publish = |expected: Option<&str>| {
+        let mut headers = HeaderMap::new();
+        headers.insert(subjects::headers::MSG_ID, "cmd-1");
+        if let Some(expected) = expected {
+            headers.insert(subjects::headers::EXPECTED_LAST_SUBJECT_SEQUENCE, expected);
+        }
+        js.publish_with_headers(subject.clone(), headers, "{}".into())
+    };
+    let first = publish(Some("0")).await.unwrap().await.unwrap();
+    assert!(!first.duplicate);
+    let resent = publish(Some("0")).await.unwrap().await.unwrap_err();
+    assert_eq!(resent.kind(), PublishErrorKind::WrongLastSequence);
+    let unconditional = publish(None).await.unwrap().await.unwrap();
+    assert!(unconditional.duplicate);
+    assert_eq!(unconditional.sequence, first.sequence);
+    assert_eq!(stream_last_position(&js).await.unwrap(), 1);
+}

@@ -1,0 +1,49 @@
+use infra_nats::{check_server, provision, subjects, ServerCheckError, StreamSettings};
+use testkit::{NatsServer, NatsServerOptions};
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_locks_the_log_against_deletion() {
+    let server = NatsServer::start();
+    let client = infra_nats::connect(&server.url()).await.unwrap();
+    check_server(&client).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    provision(&js, &StreamSettings::default()).await.unwrap();
+    provision(&js, &StreamSettings::default()).await.unwrap();
+    let mut stream = js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert!(config.deny_delete && config.deny_purge);
+    assert_eq!(
+        config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
+    assert_eq!(config.subjects, vec![subjects::EVENTS_SUBJECTS.to_owned()]);
+
+    js.publish("events.tally.x", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        stream.delete_message(1).await.is_err(),
+        "deleting an event must be refused"
+    );
+    assert!(
+        stream.purge().await.is_err(),
+        "purging the log must be refused"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_refused_with_a_clear_message() {
+    let server = NatsServer::start_with(NatsServerOptions {
+        jetstream: false,
+        ..Default::default()
+    });
+    let client = infra_nats::connect(&server.url()).await.unwrap();
+    let error = check_server(&client).await.unwrap_err();
+    assert!(
+        matches!(error, ServerCheckError::NoJetStream { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("-js"), "{error}");
+}

@@ -1,0 +1,1 @@
+// upcasting tests are written once the inventory aggregate lands
