@@ -4,9 +4,11 @@
 //! The nats-server binary comes from `NATS_SERVER_BIN` (set by `scripts/env.sh` after
 //! `scripts/install.sh`), else from `PATH`.
 
+mod http;
 mod nats;
 mod postgres;
 
+pub use http::http_get;
 pub use nats::{NatsServer, NatsServerOptions};
 pub use postgres::TestDatabase;
 

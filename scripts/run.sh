@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: a JetStream nats-server (fsync on every write,
+# state in .data/nats), PostgreSQL, and `shopstream serve` on HTTP_ADDR (default
+# 127.0.0.1:8080). Ctrl-C stops shopstream and the nats-server it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install.sh
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+export DATABASE_URL="${SHOPSTREAM_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/shopstream}"
+export NATS_PORT="${NATS_PORT:-4333}"
+export NATS_URL="${NATS_URL:-nats://127.0.0.1:$NATS_PORT}"
+
+mkdir -p .data/nats
+sed "s|/data|$PWD/.data/nats|; s|port: 4222|port: $NATS_PORT|; s|http_port: 8222|http_port: $((NATS_PORT + 1))|" \
+  infra/nats/nats-server.conf > .data/nats-server.conf
+nats-server -c .data/nats-server.conf -l .data/nats-server.log &
+nats_pid=$!
+trap 'kill $nats_pid 2>/dev/null || true' EXIT
+echo "nats-server (pid $nats_pid) on $NATS_URL, log in .data/nats-server.log"
+
+cargo run --locked --bin shopstream -- serve

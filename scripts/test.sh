@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every check shopstream has, as CI does: installs what is missing, then format,
+# lints, all tests (against real nats-server and PostgreSQL), and the compose file's schema.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install.sh
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
+echo "==> docker-compose.yml against the compose-spec schema"
+check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+echo "==> all checks passed"

@@ -1,0 +1,152 @@
+//! The `shopstream` binary's library half: settings and the wiring of every crate
+//! (the composition root). `main.rs` only parses the command line and calls in here,
+//! so tests start the same application as production.
+
+pub mod settings;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use infra_nats::StreamSettings;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use settings::{LogFormat, Settings};
+
+/// A built application: connected, provisioned, migrated and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    nats: async_nats::Client,
+}
+
+impl Application {
+    /// Connects to NATS (refusing servers that are too old or lack JetStream), provisions
+    /// the stream and buckets, migrates PostgreSQL and binds the HTTP listener.
+    ///
+    /// # Errors
+    /// Names the dependency that failed.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let nats = connect_nats(settings).await?;
+        let db = connect_database(&settings.database_url).await?;
+        projections::migrate(&db)
+            .await
+            .context("migrating PostgreSQL")?;
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
+        let router = api::router(api::Dependencies {
+            nats: nats.clone(),
+            db,
+        });
+        Ok(Self {
+            listener,
+            router,
+            nats,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and drains NATS.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        info!(addr = %self.local_addr()?, "serving HTTP");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.nats.drain().await.context("draining NATS")?;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Connects, checks the server and provisions the event store.
+///
+/// # Errors
+/// When NATS is unreachable, too old, lacks JetStream, or refuses the stream settings.
+pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Client> {
+    let client = infra_nats::connect(&settings.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS_URL {}", settings.nats_url))?;
+    infra_nats::check_server(&client)
+        .await
+        .with_context(|| format!("checking the server at NATS_URL {}", settings.nats_url))?;
+    let stream_settings = StreamSettings {
+        replicas: usize::from(settings.nats_replicas),
+        ..StreamSettings::default()
+    };
+    infra_nats::provision(
+        &async_nats::jetstream::new(client.clone()),
+        &stream_settings,
+    )
+    .await
+    .context("provisioning the EVENTS stream")?;
+    Ok(client)
+}
+
+/// Creates the database if needed and connects a pool.
+///
+/// # Errors
+/// When PostgreSQL is unreachable.
+pub async fn connect_database(database_url: &str) -> anyhow::Result<PgPool> {
+    projections::ensure_database(database_url)
+        .await
+        .context("creating the DATABASE_URL database")?;
+    PgPoolOptions::new()
+        .max_connections(16)
+        .connect(database_url)
+        .await
+        .context("connecting to DATABASE_URL")
+}
+
+/// Applies the read-model migrations.
+///
+/// # Errors
+/// When PostgreSQL is unreachable or a migration fails.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = connect_database(&settings.database_url).await?;
+    projections::migrate(&db)
+        .await
+        .context("migrating PostgreSQL")?;
+    info!("migrations applied");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    info!("shutdown requested");
+}

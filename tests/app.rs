@@ -1,0 +1,127 @@
+//! The application as `shopstream serve` runs it, against real NATS and PostgreSQL.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use shopstream::{Application, LogFormat, Settings};
+use testkit::{eventually, http_get, NatsServer, NatsServerOptions, TestDatabase};
+
+struct TestApp {
+    addr: SocketAddr,
+    nats: NatsServer,
+    _db: TestDatabase,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn settings(nats: &NatsServer, db: &TestDatabase) -> Settings {
+    Settings {
+        nats_url: nats.url(),
+        database_url: db.url.clone(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        nats_replicas: 1,
+        snapshot_every: 100,
+        log_format: LogFormat::Text,
+    }
+}
+
+async fn spawn_app() -> TestApp {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await.unwrap();
+    let app = Application::build(&settings(&nats, &db)).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        nats,
+        _db: db,
+        _stop: stop,
+    }
+}
+
+#[tokio::test]
+async fn a_started_app_is_live_and_ready() {
+    let app = spawn_app().await;
+    assert_eq!(http_get(app.addr, "/livez").await.unwrap().0, 200);
+    let (status, body) = http_get(app.addr, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""ready":true"#), "{body}");
+}
+
+#[tokio::test]
+async fn readiness_follows_nats_down_and_back_while_liveness_stays() {
+    let mut app = spawn_app().await;
+    app.nats.kill();
+    eventually(
+        "not ready without NATS",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = http_get(app.addr, "/readyz").await.ok()?;
+            (status == 503 && body.contains(r#""nats":{"ok":false"#)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(http_get(app.addr, "/livez").await.unwrap().0, 200);
+    app.nats.restart();
+    eventually("ready again", Duration::from_secs(30), || async {
+        (http_get(app.addr, "/readyz").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn start_up_provisions_the_stream_and_migrates_the_database() {
+    let app = spawn_app().await;
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    assert!(js.get_stream("EVENTS").await.is_ok());
+    let positions: i64 = sqlx::query_scalar("SELECT count(*) FROM projector_positions")
+        .fetch_one(&app._db.pool)
+        .await
+        .unwrap();
+    assert_eq!(positions, 0);
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_stops_start_up_with_a_clear_message() {
+    let nats = NatsServer::start_with(NatsServerOptions {
+        jetstream: false,
+        ..Default::default()
+    });
+    let db = TestDatabase::create().await.unwrap();
+    let error = Application::build(&settings(&nats, &db))
+        .await
+        .err()
+        .expect("start-up must fail");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("JetStream") && message.contains("NATS_URL"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shopstream"))
+        .arg("serve")
+        .env("HTTP_ADDR", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("HTTP_ADDR") && stderr.contains("not-an-address"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await.unwrap();
+    shopstream::migrate(&settings(&nats, &db)).await.unwrap();
+    shopstream::migrate(&settings(&nats, &db)).await.unwrap();
+}
