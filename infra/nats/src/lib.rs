@@ -9,6 +9,7 @@
 //! What it is not: a projection mechanism. Read models consume the stream from their own
 //! durable consumers; cqrs-es `Query` dispatch is not used for them.
 
+mod catalog;
 mod command_bus;
 mod envelope;
 mod error;
@@ -18,6 +19,7 @@ mod sku_registry;
 mod store;
 pub mod subjects;
 
+pub use catalog::{ProductCommandError, ProductCommands};
 pub use command_bus::{CommandBus, CommandError, CommitOutcome, ConflictPolicy};
 pub use envelope::{CommitEnvelope, RecordedCommit, StoredEvent};
 pub use error::StoreError;

@@ -40,7 +40,8 @@ impl SkuRegistry {
     }
 
     /// Reserves every SKU for `product_id`, all or nothing: on a clash the ones reserved
-    /// by this call are released again.
+    /// by this call are released again. Returns the SKUs this call newly reserved (those
+    /// the product already held are not repeated), so a caller can undo exactly them.
     ///
     /// # Errors
     /// [`SkuReservationError::Taken`] naming the SKU and its owner.
@@ -48,7 +49,7 @@ impl SkuRegistry {
         &self,
         skus: &[String],
         product_id: &str,
-    ) -> Result<(), SkuReservationError> {
+    ) -> Result<Vec<String>, SkuReservationError> {
         let mut reserved_now = Vec::new();
         for sku in skus {
             match self.reserve(sku, product_id).await {
@@ -65,7 +66,7 @@ impl SkuRegistry {
                 }
             }
         }
-        Ok(())
+        Ok(reserved_now)
     }
 
     /// Reserves one SKU; returns whether this call created the reservation.

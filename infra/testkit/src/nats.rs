@@ -13,6 +13,8 @@ pub struct NatsServerOptions {
     pub jetstream: bool,
     /// `sync_interval: always`: fsync every write before acknowledging it.
     pub sync_always: bool,
+    /// Run this binary as it is, without the version check (to test refusing old servers).
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for NatsServerOptions {
@@ -20,12 +22,14 @@ impl Default for NatsServerOptions {
         Self {
             jetstream: true,
             sync_always: false,
+            binary: None,
         }
     }
 }
 
 /// A real `nats-server -js` owned by one test; killed and its store removed on drop.
 pub struct NatsServer {
+    binary: Option<PathBuf>,
     child: Option<Child>,
     port: u16,
     config: PathBuf,
@@ -75,6 +79,7 @@ impl NatsServer {
             format!("listen: 127.0.0.1:{port}\nserver_name: test-{port}\n{jetstream}"),
         )?;
         let mut server = Self {
+            binary: options.binary,
             child: None,
             port,
             config,
@@ -114,7 +119,10 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let binary = nats_server_binary()?;
+        let binary = match &self.binary {
+            Some(binary) => binary.clone(),
+            None => nats_server_binary()?,
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

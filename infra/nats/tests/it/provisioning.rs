@@ -47,3 +47,30 @@ async fn a_server_without_jetstream_is_refused_with_a_clear_message() {
     );
     assert!(error.to_string().contains("-js"), "{error}");
 }
+
+#[tokio::test]
+async fn a_server_older_than_the_minimum_is_refused_naming_both_versions() {
+    // Debian's packaged nats-server (2.9) is the old server this machine kind ships.
+    let old = std::path::PathBuf::from(
+        std::env::var("OLD_NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned()),
+    );
+    if !old.exists() {
+        eprintln!(
+            "skipped: no old nats-server at {} (set OLD_NATS_SERVER_BIN)",
+            old.display()
+        );
+        return;
+    }
+    let server = NatsServer::start_with(NatsServerOptions {
+        binary: Some(old),
+        ..Default::default()
+    });
+    let client = infra_nats::connect(&server.url()).await.unwrap();
+    let error = check_server(&client).await.unwrap_err();
+    assert!(matches!(error, ServerCheckError::TooOld { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("2.9") && message.contains("2.12.0"),
+        "{message}"
+    );
+}
