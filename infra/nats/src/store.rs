@@ -244,8 +244,18 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<JetStreamAggregateContext<A>, StoreError> {
-        let mut context = match self.read_snapshot(aggregate_id).await? {
-            Some(folded) => JetStreamAggregateContext::from_folded(aggregate_id, &folded)?,
+        let snapshot = self
+            .read_snapshot(aggregate_id)
+            .await?
+            .map(|folded| JetStreamAggregateContext::from_folded(aggregate_id, &folded));
+        let mut context = match snapshot {
+            Some(Ok(context)) => context,
+            // A snapshot is only a cache: one that no longer fits the aggregate's state
+            // (its shape changed) is ignored and the state is rebuilt from the log.
+            Some(Err(error)) => {
+                warn!(aggregate_id, %error, "ignoring an unreadable snapshot");
+                JetStreamAggregateContext::new(aggregate_id)
+            }
             None => JetStreamAggregateContext::new(aggregate_id),
         };
         let subject = aggregate_subject(A::TYPE, aggregate_id);
@@ -356,9 +366,13 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         else {
             return Ok(None);
         };
-        let folded = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::decode(format!("snapshot {key}"), e))?;
-        Ok(Some(folded))
+        match serde_json::from_slice(&bytes) {
+            Ok(folded) => Ok(Some(folded)),
+            Err(error) => {
+                warn!(key, %error, "ignoring an unreadable snapshot");
+                Ok(None)
+            }
+        }
     }
 
     /// Writes a snapshot; a failure only costs a longer load later, so it is logged.

@@ -286,3 +286,30 @@ async fn the_whole_log_can_be_read_from_any_position() {
         .unwrap();
     assert_eq!(next.unwrap().unwrap().envelope.aggregate_id, "late");
 }
+
+#[tokio::test]
+async fn an_unreadable_snapshot_is_ignored_and_the_state_rebuilt_from_the_log() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let config = EventStoreConfig {
+        snapshot_every: 2,
+        ..Default::default()
+    };
+    let bus = bus::<Tally>(&client, config.clone()).await;
+    for i in 0..5u64 {
+        bus.execute("shape", add(i, 1), &metadata()).await.unwrap();
+    }
+    // The state's shape changed since the snapshot was written.
+    let js = async_nats::jetstream::new(client.clone());
+    let snapshots = js.get_key_value(subjects::SNAPSHOTS_BUCKET).await.unwrap();
+    let key = subjects::snapshot_key("tally", "shape");
+    let stale = serde_json::json!({"version": 4, "position": 4, "state": {"old_field": 1}, "recent_commits": []});
+    snapshots
+        .put(&key, serde_json::to_vec(&stale).unwrap().into())
+        .await
+        .unwrap();
+
+    let cold = store::<Tally>(&client, config).await;
+    let loaded = cold.load_fresh("shape").await.unwrap();
+    assert_eq!((loaded.version(), loaded.state().total), (5, 10));
+}
