@@ -70,6 +70,26 @@ struct FoldedState {
     events_since_snapshot: usize,
 }
 
+impl FoldedState {
+    fn find_commit(&self, command_id: &str) -> Option<&CommitRecord> {
+        self.recent_commits
+            .iter()
+            .rev()
+            .find(|record| record.command_id == command_id)
+    }
+
+    fn remember(&mut self, record: CommitRecord, capacity: usize) {
+        remember(&mut self.recent_commits, record, capacity);
+    }
+}
+
+fn remember(recent: &mut VecDeque<CommitRecord>, record: CommitRecord, capacity: usize) {
+    recent.push_back(record);
+    while recent.len() > capacity {
+        recent.pop_front();
+    }
+}
+
 /// The aggregate being decided on, with what the store needs to commit its events.
 pub struct JetStreamAggregateContext<A: Aggregate> {
     aggregate_id: String,
@@ -78,7 +98,10 @@ pub struct JetStreamAggregateContext<A: Aggregate> {
     version: usize,
     /// Stream sequence of the aggregate's last commit; 0 for a new aggregate.
     position: u64,
-    recent_commits: VecDeque<CommitRecord>,
+    /// The aggregate's recent commits when the state was read from the log (or a
+    /// snapshot); `None` when it came from the cache, whose entry keeps the list so that
+    /// it is not copied on every command.
+    recent_commits: Option<VecDeque<CommitRecord>>,
     events_since_snapshot: usize,
 }
 
@@ -110,12 +133,20 @@ impl<A: Aggregate> JetStreamAggregateContext<A> {
             aggregate: A::default(),
             version: 0,
             position: 0,
-            recent_commits: VecDeque::new(),
+            recent_commits: Some(VecDeque::new()),
             events_since_snapshot: 0,
         }
     }
 
-    fn from_folded(aggregate_id: &str, folded: &FoldedState) -> Result<Self, StoreError> {
+    /// A context from a snapshot: it owns a copy of the recent commits.
+    fn from_snapshot(aggregate_id: &str, folded: FoldedState) -> Result<Self, StoreError> {
+        let mut context = Self::from_cached(aggregate_id, &folded)?;
+        context.recent_commits = Some(folded.recent_commits);
+        Ok(context)
+    }
+
+    /// A context from a cache entry: the entry keeps the recent commits.
+    fn from_cached(aggregate_id: &str, folded: &FoldedState) -> Result<Self, StoreError> {
         let aggregate = A::deserialize(&folded.state)
             .map_err(|e| StoreError::decode(format!("state of {}/{aggregate_id}", A::TYPE), e))?;
         Ok(Self {
@@ -123,31 +154,38 @@ impl<A: Aggregate> JetStreamAggregateContext<A> {
             aggregate,
             version: folded.version,
             position: folded.position,
-            recent_commits: folded.recent_commits.clone(),
+            recent_commits: None,
             events_since_snapshot: folded.events_since_snapshot,
         })
     }
 
-    fn to_folded(&self) -> Result<FoldedState, StoreError> {
-        Ok(FoldedState {
+    fn serialized_state(&self) -> Result<Value, StoreError> {
+        serde_json::to_value(&self.aggregate).map_err(|e| StoreError::decode("aggregate state", e))
+    }
+
+    /// The folded state, if this context owns its recent commits.
+    fn to_folded(&self) -> Result<Option<FoldedState>, StoreError> {
+        let Some(recent_commits) = &self.recent_commits else {
+            return Ok(None);
+        };
+        Ok(Some(FoldedState {
             version: self.version,
             position: self.position,
-            state: serde_json::to_value(&self.aggregate)
-                .map_err(|e| StoreError::decode("aggregate state", e))?,
-            recent_commits: self.recent_commits.clone(),
+            state: self.serialized_state()?,
+            recent_commits: recent_commits.clone(),
             events_since_snapshot: self.events_since_snapshot,
-        })
+        }))
     }
 
     fn remember(&mut self, record: CommitRecord, capacity: usize) {
-        self.recent_commits.push_back(record);
-        while self.recent_commits.len() > capacity {
-            self.recent_commits.pop_front();
+        if let Some(recent) = &mut self.recent_commits {
+            remember(recent, record, capacity);
         }
     }
 
     fn find_commit(&self, command_id: &str) -> Option<&CommitRecord> {
         self.recent_commits
+            .as_ref()?
             .iter()
             .rev()
             .find(|record| record.command_id == command_id)
@@ -160,7 +198,7 @@ struct Shared {
     snapshots: kv::Store,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     config: EventStoreConfig,
-    cache: Option<Mutex<LruCache<String, Arc<FoldedState>>>>,
+    cache: Option<Mutex<LruCache<String, FoldedState>>>,
 }
 
 /// The JetStream event store for aggregate `A`; cheap to clone.
@@ -247,7 +285,7 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         let snapshot = self
             .read_snapshot(aggregate_id)
             .await?
-            .map(|folded| JetStreamAggregateContext::from_folded(aggregate_id, &folded));
+            .map(|folded| JetStreamAggregateContext::from_snapshot(aggregate_id, folded));
         let mut context = match snapshot {
             Some(Ok(context)) => context,
             // A snapshot is only a cache: one that no longer fits the aggregate's state
@@ -299,15 +337,12 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         let cached = if fresh {
             None
         } else {
-            self.cache_get(aggregate_id)
+            self.with_cached(aggregate_id, |folded| {
+                folded.find_commit(command_id).cloned()
+            })
         };
         let found = match cached {
-            Some(folded) => folded
-                .recent_commits
-                .iter()
-                .rev()
-                .find(|record| record.command_id == command_id)
-                .cloned(),
+            Some(found) => found,
             None => self
                 .load_fresh(aggregate_id)
                 .await?
@@ -321,8 +356,11 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<JetStreamAggregateContext<A>, StoreError> {
-        if let Some(folded) = self.cache_get(aggregate_id) {
-            return JetStreamAggregateContext::from_folded(aggregate_id, &folded);
+        let cached = self.with_cached(aggregate_id, |folded| {
+            JetStreamAggregateContext::from_cached(aggregate_id, folded)
+        });
+        if let Some(context) = cached {
+            return context;
         }
         self.load_fresh(aggregate_id).await
     }
@@ -394,17 +432,67 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         }
     }
 
-    fn cache_get(&self, aggregate_id: &str) -> Option<Arc<FoldedState>> {
+    fn with_cached<R>(
+        &self,
+        aggregate_id: &str,
+        read: impl FnOnce(&FoldedState) -> R,
+    ) -> Option<R> {
         let cache = self.shared.cache.as_ref()?;
-        lock(cache).get(aggregate_id).cloned()
+        lock(cache).get(aggregate_id).map(read)
     }
 
     fn cache_put(&self, context: &JetStreamAggregateContext<A>) -> Result<(), StoreError> {
         if let Some(cache) = &self.shared.cache {
-            let folded = Arc::new(context.to_folded()?);
-            lock(cache).put(context.aggregate_id.clone(), folded);
+            if let Some(folded) = context.to_folded()? {
+                lock(cache).put(context.aggregate_id.clone(), folded);
+            }
         }
         Ok(())
+    }
+
+    /// Brings the cache up to a successful commit, updating the entry in place when it
+    /// still describes the state the command was decided on. Returns the folded state
+    /// when a snapshot is due.
+    fn cache_commit(
+        &self,
+        context: &JetStreamAggregateContext<A>,
+        previous_position: u64,
+        record: CommitRecord,
+        snapshot_due: bool,
+    ) -> Result<Option<FoldedState>, StoreError> {
+        let capacity = self.shared.config.remembered_commands;
+        let Some(cache) = &self.shared.cache else {
+            return if snapshot_due {
+                context.to_folded()
+            } else {
+                Ok(None)
+            };
+        };
+        let state = context.serialized_state()?;
+        let mut cache = lock(cache);
+        match cache.get_mut(&context.aggregate_id) {
+            Some(entry) if entry.position == previous_position => {
+                entry.state = state;
+                entry.version = context.version;
+                entry.position = context.position;
+                entry.events_since_snapshot = context.events_since_snapshot;
+                entry.remember(record, capacity);
+                Ok(snapshot_due.then(|| entry.clone()))
+            }
+            _ => match context.to_folded()? {
+                Some(folded) => {
+                    let snapshot = snapshot_due.then(|| folded.clone());
+                    cache.put(context.aggregate_id.clone(), folded);
+                    Ok(snapshot)
+                }
+                // The entry this state came from was replaced or evicted meanwhile, and
+                // the context lacks the recent commits to rebuild it: drop it.
+                None => {
+                    cache.pop(&context.aggregate_id);
+                    Ok(None)
+                }
+            },
+        }
     }
 
     #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %context.aggregate_id))]
@@ -479,29 +567,31 @@ impl<A: Aggregate> JetStreamEventStore<A> {
             .collect();
 
         // The handler already applied the events to `context.aggregate`.
+        let previous_position = context.position;
         context.version += event_count;
         context.position = ack.sequence;
         context.events_since_snapshot += event_count;
-        context.remember(
-            CommitRecord {
-                command_id: committed.envelope.command_id.clone(),
-                position: ack.sequence,
-                version: context.version,
-                events: event_count,
-            },
-            self.shared.config.remembered_commands,
-        );
+        let record = CommitRecord {
+            command_id: committed.envelope.command_id.clone(),
+            position: ack.sequence,
+            version: context.version,
+            events: event_count,
+        };
+        context.remember(record.clone(), self.shared.config.remembered_commands);
         if ack.duplicate {
             // The server already holds this command id; its stored outcome wins.
             self.evict(&aggregate_id);
         } else {
             let snapshot_every = self.shared.config.snapshot_every;
-            if snapshot_every > 0 && context.events_since_snapshot >= snapshot_every {
+            let snapshot_due =
+                snapshot_every > 0 && context.events_since_snapshot >= snapshot_every;
+            if snapshot_due {
                 context.events_since_snapshot = 0;
-                self.write_snapshot(&aggregate_id, &context.to_folded()?)
-                    .await;
             }
-            self.cache_put(&context)?;
+            let snapshot = self.cache_commit(&context, previous_position, record, snapshot_due)?;
+            if let Some(folded) = snapshot {
+                self.write_snapshot(&aggregate_id, &folded).await;
+            }
         }
         record_outcome(CommitOutcome {
             aggregate_id,

@@ -118,3 +118,23 @@ async fn the_server_checks_the_expected_sequence_before_the_msg_id() {
     assert_eq!(unconditional.sequence, first.sequence);
     assert_eq!(stream_last_position(&js).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn command_ids_survive_snapshots_and_cold_replicas() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let config = EventStoreConfig { snapshot_every: 2, ..Default::default() };
+    let bus = bus::<Tally>(&client, config.clone()).await;
+    let meta = metadata();
+    let first = bus.execute("a", add(7, 1), &meta).await.unwrap();
+    for _ in 0..9 {
+        bus.execute("a", add(1, 1), &metadata()).await.unwrap();
+    }
+    let cold = crate::bus::<Tally>(&client, config).await;
+    let (snapshot_version, _) = cold.store().snapshot_position("a").await.unwrap().unwrap();
+    assert!(snapshot_version >= 2, "the cold replica loads from a snapshot");
+    let retry = cold.execute("a", add(7, 1), &meta).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.position, first.position);
+    assert_eq!(cold.store().load_fresh("a").await.unwrap().state().total, 16);
+}
