@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use async_nats::StatusCode;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::error::StoreError;
 use crate::subjects::EVENTS_STREAM;
 
 /// How many commits one batch direct get asks for.
-const BATCH: usize = 256;
+pub(crate) const DIRECT_GET_BATCH: usize = 256;
 /// How long to wait for the next message of a batch before giving up.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -26,66 +27,82 @@ struct BatchGetRequest<'a> {
 
 /// Reads every commit on `subject` after stream sequence `after`, in order.
 ///
-/// Uses batch direct get (ADR-31): the server walks only this subject's messages, so
-/// loading an aggregate never scans other aggregates.
-///
 /// # Errors
 /// [`StoreError::Nats`] on a timeout or a server error, [`StoreError::Decode`] on a bad payload.
 pub(crate) async fn read_subject(
     client: &async_nats::Client,
     subject: &str,
-    after: u64,
+    mut after: u64,
 ) -> Result<Vec<RecordedCommit>, StoreError> {
-    let api_subject = format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}");
     let mut commits = Vec::new();
-    let mut next = after + 1;
     loop {
-        let inbox = client.new_inbox();
-        let mut replies = client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(StoreError::nats)?;
-        let request = serde_json::to_vec(&BatchGetRequest {
-            seq: next,
-            next_by_subj: subject,
-            batch: BATCH,
-        })
-        .map_err(StoreError::nats)?;
-        client
-            .publish_with_reply(api_subject.clone(), inbox, request.into())
-            .await
-            .map_err(StoreError::nats)?;
-        let mut received = 0;
-        loop {
-            let reply = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
-                .await
-                .map_err(|_| StoreError::Nats(format!("direct get on {subject} timed out")))?
-                .ok_or_else(|| StoreError::Nats("reply subscription closed".to_owned()))?;
-            match reply.status {
-                // 204 (EOB) ends a batch; 404 says nothing (more) is stored on this subject.
-                Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => break,
-                Some(status) if status != StatusCode::OK => {
-                    return Err(StoreError::Nats(format!(
-                        "direct get on {subject} answered {status}: {}",
-                        reply.description.unwrap_or_default()
-                    )))
-                }
-                _ => {}
-            }
-            let position = reply
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Sequence"))
-                .and_then(|v| v.as_str().parse::<u64>().ok())
-                .ok_or_else(|| StoreError::decode("direct get reply", "no Nats-Sequence header"))?;
-            commits.push(RecordedCommit::decode(position, &reply.payload)?);
-            next = position + 1;
-            received += 1;
+        let batch = read_subject_batch(client, subject, after).await?;
+        let complete = batch.len() < DIRECT_GET_BATCH;
+        for (position, payload) in batch {
+            commits.push(RecordedCommit::decode(position, &payload)?);
+            after = position;
         }
-        if received < BATCH {
+        if complete {
             return Ok(commits);
         }
     }
+}
+
+/// Reads up to [`DIRECT_GET_BATCH`] raw commits on `subject` after stream sequence
+/// `after`, in one request: fewer than a full batch means the subject's end was reached.
+///
+/// Uses batch direct get (ADR-31): the server walks only this subject's messages, so
+/// loading an aggregate never scans other aggregates.
+///
+/// # Errors
+/// [`StoreError::Nats`] on a timeout or a server error.
+pub(crate) async fn read_subject_batch(
+    client: &async_nats::Client,
+    subject: &str,
+    after: u64,
+) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    let api_subject = format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}");
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(StoreError::nats)?;
+    let request = serde_json::to_vec(&BatchGetRequest {
+        seq: after + 1,
+        next_by_subj: subject,
+        batch: DIRECT_GET_BATCH,
+    })
+    .map_err(StoreError::nats)?;
+    client
+        .publish_with_reply(api_subject, inbox, request.into())
+        .await
+        .map_err(StoreError::nats)?;
+    let mut commits = Vec::new();
+    while commits.len() < DIRECT_GET_BATCH {
+        let reply = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
+            .await
+            .map_err(|_| StoreError::Nats(format!("direct get on {subject} timed out")))?
+            .ok_or_else(|| StoreError::Nats("reply subscription closed".to_owned()))?;
+        match reply.status {
+            // 204 (EOB) ends a batch; 404 says nothing (more) is stored on this subject.
+            Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => break,
+            Some(status) if status != StatusCode::OK => {
+                return Err(StoreError::Nats(format!(
+                    "direct get on {subject} answered {status}: {}",
+                    reply.description.unwrap_or_default()
+                )))
+            }
+            _ => {}
+        }
+        let position = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Sequence"))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .ok_or_else(|| StoreError::decode("direct get reply", "no Nats-Sequence header"))?;
+        commits.push((position, reply.payload));
+    }
+    Ok(commits)
 }
 
 /// The stream sequence of the newest commit in the log (0 when empty).

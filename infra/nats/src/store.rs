@@ -26,7 +26,7 @@ use tracing::{debug, instrument, warn};
 use crate::command_bus::{record_outcome, CommitOutcome};
 use crate::envelope::{CommitEnvelope, RecordedCommit};
 use crate::error::StoreError;
-use crate::reader::read_subject;
+use crate::reader::{read_subject, read_subject_batch, DIRECT_GET_BATCH};
 use crate::subjects::{aggregate_subject, headers, snapshot_key, SNAPSHOTS_BUCKET};
 
 /// Tuning of one store.
@@ -282,27 +282,47 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<JetStreamAggregateContext<A>, StoreError> {
-        let snapshot = self
-            .read_snapshot(aggregate_id)
-            .await?
-            .map(|folded| JetStreamAggregateContext::from_snapshot(aggregate_id, folded));
-        let mut context = match snapshot {
-            Some(Ok(context)) => context,
-            // A snapshot is only a cache: one that no longer fits the aggregate's state
-            // (its shape changed) is ignored and the state is rebuilt from the log.
-            Some(Err(error)) => {
-                warn!(aggregate_id, %error, "ignoring an unreadable snapshot");
-                JetStreamAggregateContext::new(aggregate_id)
-            }
-            None => JetStreamAggregateContext::new(aggregate_id),
-        };
+        // Most aggregates are short: one batch holds all of their commits, and reading it
+        // costs the same round trip as reading a snapshot. Only a full batch sends us to
+        // the snapshot, and then on through the subject's tail.
         let subject = aggregate_subject(A::TYPE, aggregate_id);
-        let tail = read_subject(&self.shared.client, &subject, context.position).await?;
-        for commit in tail {
-            self.fold(&mut context, &commit)?;
+        let mut first_batch = read_subject_batch(&self.shared.client, &subject, 0).await?;
+        let longer_than_a_batch = first_batch.len() == DIRECT_GET_BATCH;
+        let mut context = JetStreamAggregateContext::new(aggregate_id);
+        if longer_than_a_batch {
+            if let Some(snapshot) = self.snapshot_context(aggregate_id).await? {
+                context = snapshot;
+                first_batch.retain(|(position, _)| *position > context.position);
+            }
+        }
+        for (position, payload) in first_batch {
+            self.fold(&mut context, &RecordedCommit::decode(position, &payload)?)?;
+        }
+        if longer_than_a_batch {
+            for commit in read_subject(&self.shared.client, &subject, context.position).await? {
+                self.fold(&mut context, &commit)?;
+            }
         }
         self.cache_put(&context)?;
         Ok(context)
+    }
+
+    async fn snapshot_context(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<JetStreamAggregateContext<A>>, StoreError> {
+        let Some(folded) = self.read_snapshot(aggregate_id).await? else {
+            return Ok(None);
+        };
+        match JetStreamAggregateContext::from_snapshot(aggregate_id, folded) {
+            Ok(context) => Ok(Some(context)),
+            // A snapshot is only a cache: one that no longer fits the aggregate's state
+            // (its shape changed) is ignored and the state is rebuilt from the log.
+            Err(error) => {
+                warn!(aggregate_id, %error, "ignoring an unreadable snapshot");
+                Ok(None)
+            }
+        }
     }
 
     /// The version and position of the stored snapshot of an aggregate, if any.
@@ -619,8 +639,6 @@ fn commit_headers(envelope: &CommitEnvelope, expected_position: u64) -> HeaderMa
         headers::EXPECTED_LAST_SUBJECT_SEQUENCE,
         expected_position.to_string().as_str(),
     );
-    map.insert(headers::AGGREGATE_TYPE, envelope.aggregate_type.as_str());
-    map.insert(headers::AGGREGATE_ID, envelope.aggregate_id.as_str());
     let event_types: Vec<&str> = envelope
         .events
         .iter()
@@ -629,7 +647,6 @@ fn commit_headers(envelope: &CommitEnvelope, expected_position: u64) -> HeaderMa
     map.insert(headers::EVENT_TYPES, event_types.join(",").as_str());
     map.insert(headers::CORRELATION_ID, envelope.correlation_id.as_str());
     map.insert(headers::CAUSATION_ID, envelope.causation_id.as_str());
-    map.insert(headers::FORMAT, headers::FORMAT_COMMIT_V1);
     map
 }
 

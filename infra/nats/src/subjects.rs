@@ -11,18 +11,14 @@ pub const SNAPSHOTS_BUCKET: &str = "snapshots";
 /// Key-value bucket reserving SKUs catalog-wide (create-only keys), valued with the product id.
 pub const SKUS_BUCKET: &str = "skus";
 
-/// Headers set on every commit message.
+/// Headers set on every commit message. The aggregate type and id are in the subject;
+/// these let consumers route and trace without decoding the payload.
 pub mod headers {
     pub const MSG_ID: &str = "Nats-Msg-Id";
     pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
-    pub const AGGREGATE_TYPE: &str = "Shopstream-Aggregate-Type";
-    pub const AGGREGATE_ID: &str = "Shopstream-Aggregate-Id";
     pub const EVENT_TYPES: &str = "Shopstream-Event-Types";
     pub const CORRELATION_ID: &str = "Shopstream-Correlation-Id";
     pub const CAUSATION_ID: &str = "Shopstream-Causation-Id";
-    pub const FORMAT: &str = "Shopstream-Format";
-    /// The envelope format written by this version.
-    pub const FORMAT_COMMIT_V1: &str = "commit/1";
 }
 
 /// The subject of one aggregate instance.

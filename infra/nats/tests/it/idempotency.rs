@@ -123,7 +123,10 @@ async fn the_server_checks_the_expected_sequence_before_the_msg_id() {
 async fn command_ids_survive_snapshots_and_cold_replicas() {
     let server = NatsServer::start();
     let client = provisioned(&server).await;
-    let config = EventStoreConfig { snapshot_every: 2, ..Default::default() };
+    let config = EventStoreConfig {
+        snapshot_every: 2,
+        ..Default::default()
+    };
     let bus = bus::<Tally>(&client, config.clone()).await;
     let meta = metadata();
     let first = bus.execute("a", add(7, 1), &meta).await.unwrap();
@@ -132,9 +135,15 @@ async fn command_ids_survive_snapshots_and_cold_replicas() {
     }
     let cold = crate::bus::<Tally>(&client, config).await;
     let (snapshot_version, _) = cold.store().snapshot_position("a").await.unwrap().unwrap();
-    assert!(snapshot_version >= 2, "the cold replica loads from a snapshot");
+    assert!(
+        snapshot_version >= 2,
+        "the cold replica loads from a snapshot"
+    );
     let retry = cold.execute("a", add(7, 1), &meta).await.unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.position, first.position);
-    assert_eq!(cold.store().load_fresh("a").await.unwrap().state().total, 16);
+    assert_eq!(
+        cold.store().load_fresh("a").await.unwrap().state().total,
+        16
+    );
 }

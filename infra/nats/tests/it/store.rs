@@ -217,36 +217,92 @@ async fn loading_an_aggregate_reads_only_its_own_subject_across_many_batches() {
     assert_eq!(loaded.version(), 300);
 }
 
+/// More commits than one direct-get batch, so that a cold load goes through the snapshot.
+const LONG_AGGREGATE: u64 = 300;
+
 #[tokio::test]
 async fn snapshot_plus_tail_equals_the_full_fold() {
     let server = NatsServer::start();
     let client = provisioned(&server).await;
     let config = EventStoreConfig {
-        snapshot_every: 5,
+        snapshot_every: 70,
         ..Default::default()
     };
     let bus = bus::<Tally>(&client, config.clone()).await;
-    for i in 0..23u64 {
-        bus.execute("snap", add(i, 3), &metadata()).await.unwrap();
+    for i in 0..LONG_AGGREGATE {
+        // Two events per command, so a snapshot taken mid-command would show.
+        bus.execute("snap", add(i, 2), &metadata()).await.unwrap();
     }
     // A cold store (another replica) loads from the snapshot plus the tail.
     let cold = store::<Tally>(&client, config).await;
     let (snapshot_version, snapshot_position) =
         cold.snapshot_position("snap").await.unwrap().unwrap();
+    let total_events = 2 * LONG_AGGREGATE as usize;
     assert!(
-        snapshot_version > 0 && snapshot_version < 69,
+        snapshot_version > 0 && snapshot_version < total_events,
         "snapshot at {snapshot_version}"
     );
-    assert!(snapshot_position > 0);
+    assert!(
+        snapshot_position < LONG_AGGREGATE,
+        "a tail follows the snapshot"
+    );
     let from_snapshot = cold.load_fresh("snap").await.unwrap();
 
     let mut full_fold = Tally::default();
     for event in cold.load_events("snap").await.unwrap() {
-        cqrs_es::Aggregate::apply(&mut full_fold, event.payload);
+        full_fold.apply(event.payload);
     }
     assert_eq!(from_snapshot.state(), &full_fold);
-    assert_eq!(from_snapshot.version(), 69);
-    assert_eq!(full_fold.events_seen, 69, "no event applied twice");
+    assert_eq!(from_snapshot.version(), total_events);
+    assert_eq!(
+        full_fold.events_seen as usize, total_events,
+        "no event applied twice"
+    );
+}
+
+#[tokio::test]
+async fn a_cold_load_of_a_long_aggregate_starts_from_its_snapshot() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let config = EventStoreConfig {
+        snapshot_every: 0,
+        ..Default::default()
+    };
+    let bus = bus::<Tally>(&client, config).await;
+    for _ in 0..LONG_AGGREGATE {
+        bus.execute("long", add(1, 1), &metadata()).await.unwrap();
+    }
+    // A doctored snapshot at position 250: if the load used it, its marker shows.
+    let js = async_nats::jetstream::new(client.clone());
+    let snapshots = js.get_key_value(subjects::SNAPSHOTS_BUCKET).await.unwrap();
+    let doctored = serde_json::json!({
+        "version": 250, "position": 250,
+        "state": {"total": 1_000_000, "events_seen": 250, "last_label": "from-snapshot"},
+        "recent_commits": []
+    });
+    let key = subjects::snapshot_key("tally", "long");
+    snapshots
+        .put(&key, serde_json::to_vec(&doctored).unwrap().into())
+        .await
+        .unwrap();
+
+    let cold = store::<Tally>(&client, EventStoreConfig::default()).await;
+    let loaded = cold.load_fresh("long").await.unwrap();
+    assert_eq!(loaded.version(), LONG_AGGREGATE as usize);
+    assert_eq!(
+        loaded.state().total,
+        1_000_000 + (LONG_AGGREGATE - 250),
+        "snapshot plus 50 tail events"
+    );
+
+    // A short aggregate is read in one batch, without consulting snapshots.
+    bus.execute("short", add(1, 1), &metadata()).await.unwrap();
+    let short_key = subjects::snapshot_key("tally", "short");
+    snapshots
+        .put(&short_key, serde_json::to_vec(&doctored).unwrap().into())
+        .await
+        .unwrap();
+    assert_eq!(cold.load_fresh("short").await.unwrap().state().total, 1);
 }
 
 #[tokio::test]
