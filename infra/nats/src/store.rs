@@ -703,3 +703,35 @@ impl<A: Aggregate> EventStore<A> for JetStreamEventStore<A> {
             .map_err(StoreError::into_aggregate_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+    use super::is_wrong_sequence;
+
+    fn refused_with(err_code: u64) -> PublishError {
+        let api_error: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": err_code, "description": "refused"
+        }))
+        .unwrap();
+        PublishError::with_source(PublishErrorKind::Other, api_error)
+    }
+
+    #[test]
+    fn both_wrong_sequence_codes_are_conflicts() {
+        assert!(is_wrong_sequence(&PublishError::new(
+            PublishErrorKind::WrongLastSequence
+        )));
+        assert!(is_wrong_sequence(&refused_with(10071)));
+        assert!(is_wrong_sequence(&refused_with(10164)));
+    }
+
+    #[test]
+    fn other_refusals_are_not_conflicts() {
+        assert!(!is_wrong_sequence(&refused_with(10077)));
+        assert!(!is_wrong_sequence(&PublishError::new(
+            PublishErrorKind::TimedOut
+        )));
+    }
+}
