@@ -147,3 +147,28 @@ async fn command_ids_survive_snapshots_and_cold_replicas() {
         16
     );
 }
+
+#[tokio::test]
+async fn concurrent_submissions_of_one_command_id_have_one_effect() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let meta = metadata();
+    // A client that double-submits in parallel, to several replicas at once.
+    let submissions = (0..10).map(|_| {
+        let client = client.clone();
+        let meta = meta.clone();
+        tokio::spawn(async move {
+            let replica = crate::bus::<Tally>(&client, EventStoreConfig::default()).await;
+            replica.execute("a", add(5, 1), &meta).await
+        })
+    });
+    let outcomes: Vec<_> = futures::future::join_all(submissions)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| !o.duplicate).count(), 1);
+    assert!(outcomes.iter().all(|o| o.position == outcomes[0].position));
+    let js = async_nats::jetstream::new(client);
+    assert_eq!(stream_last_position(&js).await.unwrap(), 1);
+}
