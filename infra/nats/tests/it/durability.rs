@@ -82,6 +82,7 @@ async fn a_multi_event_command_is_never_seen_half_written_even_across_a_server_k
     )
     .await;
     server.kill();
+    // Stay down for a while so that writers run into the outage, not only the restart.
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.restart();
     let before_restart = acknowledged.lock().unwrap().len();
