@@ -131,7 +131,7 @@ impl<A: Aggregate> CommandBus<A> {
     ///
     /// # Errors
     /// [`CommandError`]: the domain's rejection, a persistent conflict, or the store's failure.
-    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id, command_id = %metadata.command_id))]
+    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %aggregate_id, command_id = %metadata.command_id))]
     pub async fn execute(
         &self,
         aggregate_id: &str,
