@@ -256,11 +256,6 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         self
     }
 
-    /// The JetStream context the store writes through.
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.shared.js
-    }
-
     /// Every commit of one aggregate, oldest first, with positions and metadata.
     ///
     /// # Errors

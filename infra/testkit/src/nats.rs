@@ -34,7 +34,8 @@ pub struct NatsServer {
     port: u16,
     config: PathBuf,
     log: PathBuf,
-    store: TempDir,
+    /// Holds the store directory, removed when the server is dropped.
+    _store: TempDir,
 }
 
 impl NatsServer {
@@ -84,7 +85,7 @@ impl NatsServer {
             port,
             config,
             log,
-            store,
+            _store: store,
         };
         server.spawn()?;
         Ok(server)
@@ -147,11 +148,6 @@ impl NatsServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
-    }
-
-    /// The store directory (for tests that inspect or corrupt it).
-    pub fn store_dir(&self) -> &std::path::Path {
-        self.store.path()
     }
 }
 

@@ -4,7 +4,7 @@ use domain::inventory::{
     upcasters, Inventory, InventoryCommand, InventoryEvent, UNRECORDED_REASON,
 };
 use domain::Sku;
-use infra_nats::{subjects, EventStoreConfig, JetStreamEventStore};
+use infra_nats::{subjects, CommandBus, EventStoreConfig, JetStreamEventStore};
 use serde_json::json;
 use testkit::NatsServer;
 
@@ -42,16 +42,18 @@ async fn store_version_1_adjustment(client: &async_nats::Client, sku: &str) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn an_old_event_version_is_upcast_when_loaded() {
-    let server = NatsServer::start();
-    let client = provisioned(&server).await;
+/// An inventory that received 10 units and then, in an older release, was adjusted by -3.
+async fn inventory_with_a_legacy_adjustment(
+    client: &async_nats::Client,
+    sku: &str,
+    upcasters: Vec<Box<dyn cqrs_es::persist::EventUpcaster>>,
+) -> (CommandBus<Inventory>, Sku) {
     let store = JetStreamEventStore::<Inventory>::new(client.clone(), EventStoreConfig::default())
         .await
         .unwrap()
-        .with_upcasters(upcasters());
-    let bus = infra_nats::CommandBus::new(store, (), Default::default());
-    let sku = Sku::parse("MUG-BLUE").unwrap();
+        .with_upcasters(upcasters);
+    let bus = CommandBus::new(store, (), Default::default());
+    let sku = Sku::parse(sku).unwrap();
     let receive = InventoryCommand::ReceiveStock {
         sku: sku.clone(),
         quantity: 10,
@@ -60,7 +62,15 @@ async fn an_old_event_version_is_upcast_when_loaded() {
     bus.execute(sku.as_str(), receive, &metadata())
         .await
         .unwrap();
-    store_version_1_adjustment(&client, sku.as_str()).await;
+    store_version_1_adjustment(client, sku.as_str()).await;
+    (bus, sku)
+}
+
+#[tokio::test]
+async fn an_old_event_version_is_upcast_when_loaded() {
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let (bus, sku) = inventory_with_a_legacy_adjustment(&client, "MUG-BLUE", upcasters()).await;
 
     let events = bus.store().load_events(sku.as_str()).await.unwrap();
     assert_eq!(
@@ -90,20 +100,7 @@ async fn an_old_event_version_is_upcast_when_loaded() {
 async fn without_the_upcaster_an_old_event_is_a_decode_error_not_a_silent_default() {
     let server = NatsServer::start();
     let client = provisioned(&server).await;
-    let store = JetStreamEventStore::<Inventory>::new(client.clone(), EventStoreConfig::default())
-        .await
-        .unwrap();
-    let bus = infra_nats::CommandBus::new(store, (), Default::default());
-    let sku = Sku::parse("MUG-RED").unwrap();
-    let receive = InventoryCommand::ReceiveStock {
-        sku: sku.clone(),
-        quantity: 10,
-        reference: "PO-1".into(),
-    };
-    bus.execute(sku.as_str(), receive, &metadata())
-        .await
-        .unwrap();
-    store_version_1_adjustment(&client, sku.as_str()).await;
+    let (bus, sku) = inventory_with_a_legacy_adjustment(&client, "MUG-RED", Vec::new()).await;
     let Err(error) = bus.store().load_fresh(sku.as_str()).await else {
         panic!("loading a version 1.0 event without its upcaster must fail");
     };
