@@ -1,8 +1,25 @@
 //! Read models in PostgreSQL, built from the JetStream log.
 //!
-//! For now this crate owns the schema migrations (`migrations/`, applied by
-//! `shopstream migrate` and at start-up); the projectors that fill the read models
-//! build on the checkpoint table created here.
+//! - [`projection`]: the contract a read model implements.
+//! - [`runtime`]: the projector that feeds a projection from its durable consumer,
+//!   exactly once, with batching, retries and the sequenced dead-letter queue.
+//! - One module per read model: [`catalog`], [`inventory`], [`orders`], [`payments`],
+//!   [`sales`], [`notifications`].
+//!
+//! The schema migrations (`migrations/`) are applied by `shopstream migrate` and at
+//! start-up.
+
+pub mod catalog;
+pub mod fixtures;
+pub mod inventory;
+pub mod notifications;
+pub mod orders;
+pub mod payments;
+pub mod projection;
+pub mod runtime;
+pub mod sales;
+
+pub use projection::{ApplyError, Delivery, DeliveryMode, Projection};
 
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::{PgPool, Postgres};

@@ -1,0 +1,1 @@
+//! The inventory read model (being written).

@@ -1,0 +1,1 @@
+//! The notifications read model (being written).

@@ -1,0 +1,1 @@
+//! The orders read model (being written).

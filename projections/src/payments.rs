@@ -1,0 +1,1 @@
+//! The payments read model (being written).

@@ -1,0 +1,36 @@
+//! The projector runtime: durable consumer, transaction, position, retries, parking.
+
+use sqlx::{Connection, PgPool};
+
+use crate::projection::{ApplyError, Delivery, Projection};
+
+/// Points `search_path` of the current transaction at `schema`, so that a projection's
+/// unqualified table names resolve to the live tables or to the ones being rebuilt.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn set_schema(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(format!("\"{schema}\""))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Applies `batch` to the live schema of `projection` in one transaction, without
+/// touching positions: for tests of a read model's SQL and for tools.
+///
+/// # Errors
+/// What `apply` returns, or a database error.
+pub async fn apply_directly(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    batch: &[Delivery<'_>],
+) -> Result<(), ApplyError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    set_schema(&mut tx, projection.schema()).await?;
+    projection.apply(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(())
+}

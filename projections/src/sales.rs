@@ -1,0 +1,1 @@
+//! The sales read model (being written).
