@@ -10,6 +10,7 @@
 //! start-up.
 
 pub mod catalog;
+pub mod dead_letters;
 pub mod fixtures;
 pub mod inventory;
 pub mod notifications;
@@ -18,6 +19,7 @@ pub mod payments;
 pub mod projection;
 pub mod runtime;
 pub mod sales;
+pub mod status;
 
 pub use projection::{ApplyError, Delivery, DeliveryMode, Projection};
 

@@ -65,9 +65,61 @@ pub fn escape_token(raw: &str) -> String {
     token
 }
 
+/// The inverse of [`escape_token`]; `None` when `token` was not produced by it.
+pub fn unescape_token(token: &str) -> Option<String> {
+    if token == "=" {
+        return Some(String::new());
+    }
+    let mut bytes = Vec::with_capacity(token.len());
+    let mut rest = token.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'=' {
+            let hex = tail.get(..2)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(first);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// The aggregate type and id a subject of the `EVENTS` stream names, read from the
+/// subject alone (so that even a commit whose payload is garbage can be attributed).
+pub fn parse_aggregate_subject(subject: &str) -> Option<(String, String)> {
+    let mut tokens = subject.split('.');
+    if tokens.next()? != "events" {
+        return None;
+    }
+    let aggregate_type = unescape_token(tokens.next()?)?;
+    let aggregate_id = unescape_token(tokens.next()?)?;
+    if tokens.next().is_some() {
+        return None;
+    }
+    Some((aggregate_type, aggregate_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_parse_back_to_the_aggregate_they_name() {
+        for id in ["plain-id_1", "a.b c*>", "", "=", "ünï"] {
+            let subject = aggregate_subject("order", id);
+            assert_eq!(
+                parse_aggregate_subject(&subject),
+                Some(("order".to_owned(), id.to_owned())),
+                "{subject}"
+            );
+        }
+        assert_eq!(parse_aggregate_subject("events.order"), None);
+        assert_eq!(parse_aggregate_subject("other.order.x"), None);
+        assert_eq!(parse_aggregate_subject("events.order.x.y"), None);
+        assert_eq!(parse_aggregate_subject("events.order.=G1"), None);
+    }
 
     #[test]
     fn plain_ids_are_used_as_they_are() {

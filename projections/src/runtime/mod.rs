@@ -1,4 +1,20 @@
-//! The projector runtime: durable consumer, transaction, position, retries, parking.
+//! The projector runtime: durable consumer, transaction, position, retries, parking,
+//! rebuilds.
+
+mod failure;
+mod projector;
+pub mod rebuild;
+mod sink;
+pub(crate) mod sink_conversions {
+    pub(crate) use super::sink::to_u64;
+}
+
+pub use failure::{fingerprint, is_transient, is_transient_sql};
+pub use projector::{Projector, ProjectorConfig};
+pub use rebuild::{rebuild, RebuildError, RebuildOptions, RebuildProgress, RebuildReport};
+pub use sink::{
+    AggregateKey, BatchError, BatchOutcome, Incoming, RetryPolicy, Sink, Target, Term,
+};
 
 use sqlx::{Connection, PgPool};
 

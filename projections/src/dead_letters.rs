@@ -1,0 +1,434 @@
+//! The sequenced dead-letter queue: what operators see and do.
+//!
+//! The runtime parks a commit that keeps failing, and every later commit of the same
+//! aggregate for the same consumer behind it, in the same transaction that advances the
+//! consumer's position (see [`crate::runtime::Sink`]). Other aggregates keep flowing.
+//! Operators act on one aggregate's parked sequence at a time:
+//! - **retry**: apply the parked commits in order; stops at the first that still fails,
+//!   which becomes the new head.
+//! - **skip**: mark the head as not applied on purpose, then retry the ones behind it.
+//! - **discard**: mark the whole sequence as not applied; the read model keeps what it
+//!   had for that aggregate (rebuild it, or live with it).
+//!
+//! Each action runs in one transaction that holds the consumer's position row (the live
+//! projector waits), writes an action record (who, when, why, what happened) and bumps
+//! the consumer's epoch so the live projector reloads which aggregates are parked.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use infra_nats::RecordedCommit;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::projection::{Delivery, DeliveryMode, Projection};
+use crate::runtime::{fingerprint, set_schema};
+
+/// One parked commit.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub consumer: String,
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// `None` for the commit that failed; else the position of the one it waits behind.
+    pub blocked_by: Option<i64>,
+    pub error: String,
+    pub error_fingerprint: String,
+    pub attempts: i32,
+    pub mode: String,
+    pub parked_at: DateTime<Utc>,
+    pub status: String,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Which entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub consumer: Option<String>,
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    pub fingerprint: Option<String>,
+    /// `parked` when `None`.
+    pub status: Option<String>,
+}
+
+/// Parked entries sharing one error fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DeadLetterGroup {
+    pub consumer: String,
+    pub error_fingerprint: String,
+    pub count: i64,
+    pub aggregates: i64,
+    pub oldest: DateTime<Utc>,
+    pub example_error: String,
+}
+
+/// An operator action, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DeadLetterAction {
+    pub id: Uuid,
+    pub consumer: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub action: String,
+    pub actor: String,
+    pub reason: String,
+    pub outcome: String,
+    pub positions: Vec<i64>,
+    pub at: DateTime<Utc>,
+}
+
+/// What an action did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionOutcome {
+    /// Positions applied to the read model, in order.
+    pub applied: Vec<i64>,
+    /// Positions marked skipped or discarded.
+    pub dropped: Vec<i64>,
+    /// Positions still parked (the first is the new head).
+    pub still_parked: Vec<i64>,
+    /// Why the new head failed, when one did.
+    pub error: Option<String>,
+}
+
+/// Why an action was refused; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("no parked commits for {aggregate_type} `{aggregate_id}` in consumer `{consumer}`")]
+    NothingParked {
+        consumer: String,
+        aggregate_type: String,
+        aggregate_id: String,
+    },
+    #[error("no dead letter with id {0}")]
+    UnknownId(Uuid),
+    #[error("a reason is required")]
+    ReasonRequired,
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Parked entries matching `filter`, oldest position first, at most `limit`.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn list(
+    pool: &PgPool,
+    filter: &DeadLetterFilter,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, consumer, position, aggregate_type, aggregate_id, blocked_by, error,
+                error_fingerprint, attempts, mode, parked_at, status, resolved_at
+           FROM dead_letters
+          WHERE ($1::text IS NULL OR consumer = $1)
+            AND ($2::text IS NULL OR aggregate_type = $2)
+            AND ($3::text IS NULL OR aggregate_id = $3)
+            AND ($4::text IS NULL OR error_fingerprint = $4)
+            AND status = coalesce($5, 'parked')
+          ORDER BY consumer, position
+          LIMIT $6",
+    )
+    .bind(&filter.consumer)
+    .bind(&filter.aggregate_type)
+    .bind(&filter.aggregate_id)
+    .bind(&filter.fingerprint)
+    .bind(&filter.status)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One entry with its raw payload (as read from the stream).
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn show(pool: &PgPool, id: Uuid) -> Result<Option<(DeadLetter, Vec<u8>)>, sqlx::Error> {
+    let entry: Option<DeadLetter> = sqlx::query_as(
+        "SELECT id, consumer, position, aggregate_type, aggregate_id, blocked_by, error,
+                error_fingerprint, attempts, mode, parked_at, status, resolved_at
+           FROM dead_letters WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    let payload: Vec<u8> = sqlx::query_scalar("SELECT payload FROM dead_letters WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Some((entry, payload)))
+}
+
+/// Parked entries grouped by consumer and error fingerprint, largest group first.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn groups(pool: &PgPool) -> Result<Vec<DeadLetterGroup>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT consumer, error_fingerprint, count(*) AS count,
+                count(DISTINCT (aggregate_type, aggregate_id)) AS aggregates,
+                min(parked_at) AS oldest, min(error) AS example_error
+           FROM dead_letters WHERE status = 'parked' AND blocked_by IS NULL
+          GROUP BY consumer, error_fingerprint
+          ORDER BY count(*) DESC, consumer",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How many entries are parked for `consumer`.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn parked_count(pool: &PgPool, consumer: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE consumer = $1 AND status = 'parked'")
+        .bind(consumer)
+        .fetch_one(pool)
+        .await
+}
+
+/// The recorded operator actions, newest first.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn history(
+    pool: &PgPool,
+    consumer: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeadLetterAction>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, consumer, aggregate_type, aggregate_id, action, actor, reason, outcome,
+                positions, at
+           FROM dead_letter_actions
+          WHERE ($1::text IS NULL OR consumer = $1)
+          ORDER BY at DESC, id DESC LIMIT $2",
+    )
+    .bind(consumer)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The aggregate whose parked sequence holds entry `id`.
+///
+/// # Errors
+/// [`DeadLetterError::UnknownId`].
+pub async fn sequence_of(pool: &PgPool, id: Uuid) -> Result<ParkedSequence, DeadLetterError> {
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT consumer, aggregate_type, aggregate_id FROM dead_letters WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let (consumer, aggregate_type, aggregate_id) = row.ok_or(DeadLetterError::UnknownId(id))?;
+    Ok(ParkedSequence {
+        consumer,
+        aggregate_type,
+        aggregate_id,
+    })
+}
+
+/// One aggregate's parked commits for one consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedSequence {
+    pub consumer: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+}
+
+/// What an operator asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Retry,
+    Skip,
+    Discard,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Retry => "retry",
+            Action::Skip => "skip",
+            Action::Discard => "discard",
+        }
+    }
+}
+
+/// Runs `action` on `sequence`, recording `actor` and `reason`. `projection` must be
+/// the one `sequence.consumer` names (its live schema receives the applied commits,
+/// in [`DeliveryMode::Live`]: these commits were never applied before).
+///
+/// # Errors
+/// See [`DeadLetterError`]; on error nothing is changed.
+pub async fn act(
+    pool: &PgPool,
+    projection: &Arc<dyn Projection>,
+    sequence: &ParkedSequence,
+    action: Action,
+    actor: &str,
+    reason: &str,
+) -> Result<ActionOutcome, DeadLetterError> {
+    if reason.trim().is_empty() {
+        return Err(DeadLetterError::ReasonRequired);
+    }
+    let mut tx = pool.begin().await?;
+    // Hold the consumer still while its queue changes.
+    sqlx::query("SELECT position FROM projector_positions WHERE projector = $1 FOR UPDATE")
+        .bind(&sequence.consumer)
+        .execute(&mut *tx)
+        .await?;
+    let entries: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, position, payload FROM dead_letters
+          WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3
+            AND status = 'parked'
+          ORDER BY position FOR UPDATE",
+    )
+    .bind(&sequence.consumer)
+    .bind(&sequence.aggregate_type)
+    .bind(&sequence.aggregate_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if entries.is_empty() {
+        return Err(DeadLetterError::NothingParked {
+            consumer: sequence.consumer.clone(),
+            aggregate_type: sequence.aggregate_type.clone(),
+            aggregate_id: sequence.aggregate_id.clone(),
+        });
+    }
+    let mut outcome = ActionOutcome {
+        applied: Vec::new(),
+        dropped: Vec::new(),
+        still_parked: Vec::new(),
+        error: None,
+    };
+    let to_apply: &[(Uuid, i64, Vec<u8>)] = match action {
+        Action::Discard => {
+            for (id, position, _) in &entries {
+                resolve(&mut tx, *id, "discarded").await?;
+                outcome.dropped.push(*position);
+            }
+            &[]
+        }
+        Action::Skip => {
+            let (id, position, _) = &entries[0];
+            resolve(&mut tx, *id, "skipped").await?;
+            outcome.dropped.push(*position);
+            &entries[1..]
+        }
+        Action::Retry => &entries[..],
+    };
+    set_schema(&mut tx, projection.schema()).await?;
+    for (index, (id, position, payload)) in to_apply.iter().enumerate() {
+        let applied = apply_one(&mut tx, &**projection, *position, payload).await?;
+        match applied {
+            Ok(()) => {
+                resolve(&mut tx, *id, "applied").await?;
+                outcome.applied.push(*position);
+            }
+            Err(error) => {
+                // The new head: the ones after it now wait behind it.
+                sqlx::query(
+                    "UPDATE dead_letters
+                        SET blocked_by = NULL, error = $2, error_fingerprint = $3,
+                            attempts = attempts + 1
+                      WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&error)
+                .bind(fingerprint(&error))
+                .execute(&mut *tx)
+                .await?;
+                let behind: Vec<Uuid> = to_apply[index + 1..].iter().map(|e| e.0).collect();
+                sqlx::query(
+                    "UPDATE dead_letters
+                        SET blocked_by = $2,
+                            error = 'parked behind position ' || $2 || ' of the same aggregate'
+                      WHERE id = ANY($1)",
+                )
+                .bind(&behind)
+                .bind(position)
+                .execute(&mut *tx)
+                .await?;
+                outcome.still_parked = to_apply[index..].iter().map(|e| e.1).collect();
+                outcome.error = Some(error);
+                break;
+            }
+        }
+    }
+    let summary = match &outcome.error {
+        None => format!(
+            "applied {:?}, dropped {:?}",
+            outcome.applied, outcome.dropped
+        ),
+        Some(error) => format!(
+            "applied {:?}, dropped {:?}, still parked {:?}: {error}",
+            outcome.applied, outcome.dropped, outcome.still_parked
+        ),
+    };
+    sqlx::query(
+        "INSERT INTO dead_letter_actions
+            (id, consumer, aggregate_type, aggregate_id, action, actor, reason, outcome, positions)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&sequence.consumer)
+    .bind(&sequence.aggregate_type)
+    .bind(&sequence.aggregate_id)
+    .bind(action.as_str())
+    .bind(actor)
+    .bind(reason)
+    .bind(&summary)
+    .bind(entries.iter().map(|e| e.1).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    // The live projector reloads which aggregates are parked when it sees a new epoch.
+    sqlx::query("UPDATE projector_positions SET epoch = epoch + 1 WHERE projector = $1")
+        .bind(&sequence.consumer)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(consumer = %sequence.consumer, action = action.as_str(), actor, reason, %summary, "dead-letter action");
+    Ok(outcome)
+}
+
+/// Applies one parked commit in a savepoint: `Ok(Err(reason))` when it still fails.
+async fn apply_one(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    position: i64,
+    payload: &[u8],
+) -> Result<Result<(), String>, sqlx::Error> {
+    let commit = match RecordedCommit::decode(u64::try_from(position).unwrap_or(0), payload) {
+        Ok(commit) => commit,
+        Err(error) => return Ok(Err(error.to_string())),
+    };
+    sqlx::query("SAVEPOINT parked").execute(&mut *conn).await?;
+    let delivery = Delivery {
+        commit: &commit,
+        mode: DeliveryMode::Live,
+    };
+    match projection.apply(conn, &[delivery]).await {
+        Ok(()) => Ok(Ok(())),
+        Err(error) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT parked")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Err(error.to_string()))
+        }
+    }
+}
+
+async fn resolve(conn: &mut PgConnection, id: Uuid, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE dead_letters SET status = $2, resolved_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! Rebuilding a read model beside the live one, then switching readers atomically.
+//!
+//! 1. Clone the structure of every table of the live schema into `<schema>__next`.
+//! 2. Apply the log from position 1 into it (mode [`DeliveryMode::Rebuild`], its own
+//!    position row `<name>#rebuild`), while the live projector and readers carry on.
+//! 3. Lock the live position row (the live projector waits), catch up to at least its
+//!    position, and in one transaction rename the schemas, drop the old one, move the
+//!    live position and version, bump the epoch and hand over the dead letters.
+//!
+//! Readers name tables qualified by the live schema; after the commit they see the new
+//! tables, before it the old ones: never a mix, never an error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use infra_nats::subjects::{aggregate_type_filter, EVENTS_STREAM};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::sink::{to_i64, to_u64, BatchError, Incoming, RetryPolicy, Sink, Target};
+use crate::projection::{DeliveryMode, Projection};
+
+/// How a rebuild runs.
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    pub batch_size: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Where a rebuild has got to, reported after every batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RebuildProgress {
+    /// The stream position applied so far.
+    pub position: u64,
+    /// The commits of this projection's aggregate types still to read.
+    pub remaining: u64,
+    /// Commits applied (or parked) so far.
+    pub commits: u64,
+    pub elapsed: Duration,
+}
+
+/// What a finished rebuild did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildReport {
+    pub projection: String,
+    pub commits: u64,
+    pub parked: u64,
+    /// The position the live projector continues from.
+    pub position: u64,
+    pub elapsed: Duration,
+}
+
+impl RebuildReport {
+    fn record(&mut self, outcome: &super::sink::BatchOutcome) {
+        let handled = outcome.applied + outcome.parked;
+        self.commits += u64::try_from(handled).unwrap_or(0);
+        self.parked += u64::try_from(outcome.parked).unwrap_or(0);
+        self.position = self.position.max(outcome.position);
+    }
+}
+
+/// Why a rebuild failed; the live tables are untouched in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("a rebuild of `{0}` is already running")]
+    AlreadyRunning(String),
+    #[error("schema `{0}` has no tables: run the migrations first")]
+    NoTables(String),
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("{0}")]
+    Batch(#[from] BatchError),
+}
+
+/// The schema a rebuild of `schema` builds into.
+pub fn next_schema(schema: &str) -> String {
+    format!("{schema}__next")
+}
+
+/// The position row and dead-letter consumer of a rebuild of `name`.
+pub fn rebuild_consumer(name: &str) -> String {
+    format!("{name}#rebuild")
+}
+
+/// Rebuilds `projection` from position 1 beside its live tables and switches to the
+/// result. `progress` is called after every batch.
+///
+/// # Errors
+/// See [`RebuildError`]; on error the live tables and position are unchanged.
+pub async fn rebuild(
+    projection: Arc<dyn Projection>,
+    pool: &PgPool,
+    jetstream: &jetstream::Context,
+    options: &RebuildOptions,
+    mut progress: impl FnMut(&RebuildProgress),
+) -> Result<RebuildReport, RebuildError> {
+    let started = Instant::now();
+    let name = projection.name();
+    let live = projection.schema();
+    let next = next_schema(live);
+    let mut guard = pool.acquire().await?.detach();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("shopstream.rebuild.{name}"))
+        .fetch_one(&mut guard)
+        .await?;
+    if !locked {
+        return Err(RebuildError::AlreadyRunning(name.to_owned()));
+    }
+
+    prepare_schema(pool, live, &next, name).await?;
+    let target = Target {
+        projection: Arc::clone(&projection),
+        schema: next.clone(),
+        consumer: rebuild_consumer(name),
+        mode: DeliveryMode::Rebuild,
+    };
+    let (mut sink, _) = Sink::take_over(target, pool.clone(), options.retry).await?;
+
+    let stream = jetstream
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(nats)?;
+    let reader = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subjects: projection
+                .aggregate_types()
+                .iter()
+                .map(|t| aggregate_type_filter(t))
+                .collect(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(nats)?;
+    let mut chunks = reader
+        .messages()
+        .await
+        .map_err(nats)?
+        .ready_chunks(options.batch_size);
+
+    let mut report = RebuildReport {
+        projection: name.to_owned(),
+        commits: 0,
+        parked: 0,
+        position: 0,
+        elapsed: Duration::ZERO,
+    };
+    // Phase 1: read the log to its end as of now; the live projector carries on.
+    if has_commits(&stream, &*projection).await? {
+        loop {
+            let (batch, remaining) = read_batch(&mut chunks).await?;
+            let outcome = sink.apply_until_committed(&batch, || false).await?;
+            report.record(&outcome);
+            progress(&RebuildProgress {
+                position: report.position,
+                remaining,
+                commits: report.commits,
+                elapsed: started.elapsed(),
+            });
+            if remaining == 0 {
+                break;
+            }
+        }
+    }
+
+    // Phase 2: hold the live projector still (it waits on its position row), catch up
+    // with whatever it applied meanwhile, and switch in the same transaction.
+    let mut tx = pool.begin().await?;
+    let live_position: Option<i64> = sqlx::query_scalar(
+        "SELECT position FROM projector_positions WHERE projector = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let live_position = live_position.map_or(0, to_u64);
+    while report.position < live_position {
+        let (batch, _) = read_batch(&mut chunks).await?;
+        let outcome = sink.apply_until_committed(&batch, || false).await?;
+        report.record(&outcome);
+    }
+    finish_switch(tx, &*projection, &next, report.position).await?;
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(format!("shopstream.rebuild.{name}"))
+        .execute(&mut guard)
+        .await?;
+    guard.close().await.ok();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The next chunk of the reader, and how many commits are left after it.
+async fn read_batch<S, E>(chunks: &mut S) -> Result<(Vec<Incoming>, u64), RebuildError>
+where
+    S: futures::Stream<Item = Vec<Result<jetstream::Message, E>>> + Unpin,
+    E: std::fmt::Display,
+{
+    let chunk = match tokio::time::timeout(Duration::from_secs(10), chunks.next()).await {
+        Err(_) => return Err(RebuildError::Nats("no commit read for 10 s".into())),
+        Ok(None) => return Err(RebuildError::Nats("the reader ended".into())),
+        Ok(Some(chunk)) => chunk,
+    };
+    let mut batch = Vec::with_capacity(chunk.len());
+    let mut remaining = 0;
+    for message in chunk {
+        let message = message.map_err(nats)?;
+        let info = message.info().map_err(nats)?;
+        remaining = info.pending;
+        batch.push(Incoming {
+            position: info.stream_sequence,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+            published: info.published,
+        });
+    }
+    Ok((batch, remaining))
+}
+
+/// Whether the log holds any commit of the projection's aggregate types.
+async fn has_commits(
+    stream: &jetstream::stream::Stream,
+    projection: &dyn Projection,
+) -> Result<bool, RebuildError> {
+    for aggregate_type in projection.aggregate_types() {
+        match stream
+            .get_last_raw_message_by_subject(&aggregate_type_filter(aggregate_type))
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(error)
+                if error.kind()
+                    == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+            Err(error) => return Err(nats(error)),
+        }
+    }
+    Ok(false)
+}
+
+/// Creates `<next>` with an empty clone of every table of `live`, and forgets any
+/// earlier, interrupted rebuild.
+async fn prepare_schema(
+    pool: &PgPool,
+    live: &str,
+    next: &str,
+    name: &str,
+) -> Result<(), RebuildError> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY tablename",
+    )
+    .bind(live)
+    .fetch_all(pool)
+    .await?;
+    if tables.is_empty() {
+        return Err(RebuildError::NoTables(live.to_owned()));
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(next)))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {}", quoted(next)))
+        .execute(&mut *tx)
+        .await?;
+    for table in &tables {
+        sqlx::query(&format!(
+            "CREATE TABLE {next}.{table} (LIKE {live}.{table} INCLUDING ALL)",
+            next = quoted(next),
+            live = quoted(live),
+            table = quoted(table),
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let consumer = rebuild_consumer(name);
+    sqlx::query("DELETE FROM projector_positions WHERE projector = $1")
+        .bind(&consumer)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE dead_letters SET status = 'superseded', resolved_at = now()
+          WHERE consumer = $1 AND status = 'parked'",
+    )
+    .bind(&consumer)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The switch, in the transaction that holds the live position row.
+async fn finish_switch(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    projection: &dyn Projection,
+    next: &str,
+    position: u64,
+) -> Result<(), RebuildError> {
+    let name = projection.name();
+    let live = projection.schema();
+    let old = format!("{live}__old");
+    let conn: &mut PgConnection = &mut tx;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(&old)))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!(
+        "ALTER SCHEMA {} RENAME TO {}",
+        quoted(live),
+        quoted(&old)
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "ALTER SCHEMA {} RENAME TO {}",
+        quoted(next),
+        quoted(live)
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!("DROP SCHEMA {} CASCADE", quoted(&old)))
+        .execute(&mut *conn)
+        .await?;
+    let rebuild_row: Option<(Option<chrono::DateTime<chrono::Utc>>,)> = sqlx::query_as(
+        "DELETE FROM projector_positions WHERE projector = $1 RETURNING last_event_at",
+    )
+    .bind(rebuild_consumer(name))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let last_event_at = rebuild_row.and_then(|(at,)| at);
+    sqlx::query(
+        "INSERT INTO projector_positions (projector, position, epoch, version, last_event_at)
+         VALUES ($1, $2, 1, $3, $4)
+         ON CONFLICT (projector) DO UPDATE
+            SET position = $2, version = $3, last_event_at = $4,
+                epoch = projector_positions.epoch + 1, updated_at = now()",
+    )
+    .bind(name)
+    .bind(to_i64(position))
+    .bind(projection.version())
+    .bind(last_event_at)
+    .execute(&mut *conn)
+    .await?;
+    // The live queue described the old tables; the rebuild's describes the new ones.
+    sqlx::query(
+        "UPDATE dead_letters SET status = 'superseded', resolved_at = now()
+          WHERE consumer = $1 AND status = 'parked'",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE dead_letters SET consumer = $1 WHERE consumer = $2 AND status = 'parked'")
+        .bind(name)
+        .bind(rebuild_consumer(name))
+        .execute(&mut *conn)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(projection = name, position, "rebuilt read model is live");
+    Ok(())
+}
+
+fn quoted(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+fn nats(error: impl std::fmt::Display) -> RebuildError {
+    RebuildError::Nats(error.to_string())
+}
