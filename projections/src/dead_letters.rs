@@ -123,7 +123,7 @@ pub async fn list(
     sqlx::query_as(
         "SELECT id, consumer, position, aggregate_type, aggregate_id, blocked_by, error,
                 error_fingerprint, attempts, mode, parked_at, status, resolved_at
-           FROM dead_letters
+           FROM public.dead_letters
           WHERE ($1::text IS NULL OR consumer = $1)
             AND ($2::text IS NULL OR aggregate_type = $2)
             AND ($3::text IS NULL OR aggregate_id = $3)
@@ -150,7 +150,7 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<Option<(DeadLetter, Vec<u8>
     let entry: Option<DeadLetter> = sqlx::query_as(
         "SELECT id, consumer, position, aggregate_type, aggregate_id, blocked_by, error,
                 error_fingerprint, attempts, mode, parked_at, status, resolved_at
-           FROM dead_letters WHERE id = $1",
+           FROM public.dead_letters WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -158,10 +158,11 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<Option<(DeadLetter, Vec<u8>
     let Some(entry) = entry else {
         return Ok(None);
     };
-    let payload: Vec<u8> = sqlx::query_scalar("SELECT payload FROM dead_letters WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
+    let payload: Vec<u8> =
+        sqlx::query_scalar("SELECT payload FROM public.dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
     Ok(Some((entry, payload)))
 }
 
@@ -174,7 +175,7 @@ pub async fn groups(pool: &PgPool) -> Result<Vec<DeadLetterGroup>, sqlx::Error> 
         "SELECT consumer, error_fingerprint, count(*) AS count,
                 count(DISTINCT (aggregate_type, aggregate_id)) AS aggregates,
                 min(parked_at) AS oldest, min(error) AS example_error
-           FROM dead_letters WHERE status = 'parked' AND blocked_by IS NULL
+           FROM public.dead_letters WHERE status = 'parked' AND blocked_by IS NULL
           GROUP BY consumer, error_fingerprint
           ORDER BY count(*) DESC, consumer",
     )
@@ -187,10 +188,12 @@ pub async fn groups(pool: &PgPool) -> Result<Vec<DeadLetterGroup>, sqlx::Error> 
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn parked_count(pool: &PgPool, consumer: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE consumer = $1 AND status = 'parked'")
-        .bind(consumer)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT count(*) FROM public.dead_letters WHERE consumer = $1 AND status = 'parked'",
+    )
+    .bind(consumer)
+    .fetch_one(pool)
+    .await
 }
 
 /// The recorded operator actions, newest first.
@@ -205,7 +208,7 @@ pub async fn history(
     sqlx::query_as(
         "SELECT id, consumer, aggregate_type, aggregate_id, action, actor, reason, outcome,
                 positions, at
-           FROM dead_letter_actions
+           FROM public.dead_letter_actions
           WHERE ($1::text IS NULL OR consumer = $1)
           ORDER BY at DESC, id DESC LIMIT $2",
     )
@@ -221,7 +224,7 @@ pub async fn history(
 /// [`DeadLetterError::UnknownId`].
 pub async fn sequence_of(pool: &PgPool, id: Uuid) -> Result<ParkedSequence, DeadLetterError> {
     let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT consumer, aggregate_type, aggregate_id FROM dead_letters WHERE id = $1",
+        "SELECT consumer, aggregate_type, aggregate_id FROM public.dead_letters WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -279,12 +282,12 @@ pub async fn act(
     }
     let mut tx = pool.begin().await?;
     // Hold the consumer still while its queue changes.
-    sqlx::query("SELECT position FROM projector_positions WHERE projector = $1 FOR UPDATE")
+    sqlx::query("SELECT position FROM public.projector_positions WHERE projector = $1 FOR UPDATE")
         .bind(&sequence.consumer)
         .execute(&mut *tx)
         .await?;
     let entries: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, position, payload FROM dead_letters
+        "SELECT id, position, payload FROM public.dead_letters
           WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3
             AND status = 'parked'
           ORDER BY position FOR UPDATE",
@@ -334,7 +337,7 @@ pub async fn act(
             Err(error) => {
                 // The new head: the ones after it now wait behind it.
                 sqlx::query(
-                    "UPDATE dead_letters
+                    "UPDATE public.dead_letters
                         SET blocked_by = NULL, error = $2, error_fingerprint = $3,
                             attempts = attempts + 1
                       WHERE id = $1",
@@ -346,7 +349,7 @@ pub async fn act(
                 .await?;
                 let behind: Vec<Uuid> = to_apply[index + 1..].iter().map(|e| e.0).collect();
                 sqlx::query(
-                    "UPDATE dead_letters
+                    "UPDATE public.dead_letters
                         SET blocked_by = $2,
                             error = 'parked behind position ' || $2 || ' of the same aggregate'
                       WHERE id = ANY($1)",
@@ -372,7 +375,7 @@ pub async fn act(
         ),
     };
     sqlx::query(
-        "INSERT INTO dead_letter_actions
+        "INSERT INTO public.dead_letter_actions
             (id, consumer, aggregate_type, aggregate_id, action, actor, reason, outcome, positions)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -388,7 +391,7 @@ pub async fn act(
     .execute(&mut *tx)
     .await?;
     // The live projector reloads which aggregates are parked when it sees a new epoch.
-    sqlx::query("UPDATE projector_positions SET epoch = epoch + 1 WHERE projector = $1")
+    sqlx::query("UPDATE public.projector_positions SET epoch = epoch + 1 WHERE projector = $1")
         .bind(&sequence.consumer)
         .execute(&mut *tx)
         .await?;
@@ -425,7 +428,7 @@ async fn apply_one(
 }
 
 async fn resolve(conn: &mut PgConnection, id: Uuid, status: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE dead_letters SET status = $2, resolved_at = now() WHERE id = $1")
+    sqlx::query("UPDATE public.dead_letters SET status = $2, resolved_at = now() WHERE id = $1")
         .bind(id)
         .bind(status)
         .execute(conn)

@@ -54,7 +54,7 @@ pub async fn projector_status(
 ) -> Result<ProjectorStatus, StatusError> {
     let row: Option<(i64, i32, Option<DateTime<Utc>>, i64)> = sqlx::query_as(
         "SELECT position, version, last_event_at, gaps_detected
-           FROM projector_positions WHERE projector = $1",
+           FROM public.projector_positions WHERE projector = $1",
     )
     .bind(projection.name())
     .fetch_optional(pool)
@@ -89,7 +89,12 @@ pub async fn projector_status(
             let newest = state.last_timestamp;
             (newest - applied).num_milliseconds().max(0) as f64 / 1000.0
         }
-        (_, None) => (Utc::now() - state.first_timestamp).num_milliseconds().max(0) as f64 / 1000.0,
+        (_, None) => {
+            (Utc::now() - state.first_timestamp)
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0
+        }
     };
     Ok(ProjectorStatus {
         name: projection.name().to_owned(),

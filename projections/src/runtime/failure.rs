@@ -74,10 +74,14 @@ mod tests {
     fn connection_failures_are_transient_and_decode_failures_are_not() {
         let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(is_transient(&ApplyError::Database(io)));
-        assert!(is_transient(&ApplyError::Database(sqlx::Error::PoolTimedOut)));
+        assert!(is_transient(&ApplyError::Database(
+            sqlx::Error::PoolTimedOut
+        )));
         assert!(!is_transient(&ApplyError::Decode("missing field".into())));
         assert!(!is_transient(&ApplyError::Inconsistent("no order".into())));
-        assert!(!is_transient(&ApplyError::Database(sqlx::Error::RowNotFound)));
+        assert!(!is_transient(&ApplyError::Database(
+            sqlx::Error::RowNotFound
+        )));
     }
 
     #[test]

@@ -12,9 +12,7 @@ pub(crate) mod sink_conversions {
 pub use failure::{fingerprint, is_transient, is_transient_sql};
 pub use projector::{Projector, ProjectorConfig};
 pub use rebuild::{rebuild, RebuildError, RebuildOptions, RebuildProgress, RebuildReport};
-pub use sink::{
-    AggregateKey, BatchError, BatchOutcome, Incoming, RetryPolicy, Sink, Target, Term,
-};
+pub use sink::{AggregateKey, BatchError, BatchOutcome, Incoming, RetryPolicy, Sink, Target, Term};
 
 use sqlx::{Connection, PgPool};
 

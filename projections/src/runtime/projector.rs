@@ -240,7 +240,11 @@ impl Projector {
                 last_message = Some(message);
             }
             let outcome = sink.apply_until_committed(&batch, || false).await?;
-            tracing::debug!(projector = self.projection.name(), ?outcome, "batch committed");
+            tracing::debug!(
+                projector = self.projection.name(),
+                ?outcome,
+                "batch committed"
+            );
             if let Some(message) = last_message {
                 // A courtesy: the position is already committed in PostgreSQL.
                 if let Err(error) = message.ack_with(AckKind::Ack).await {
@@ -289,7 +293,7 @@ impl Projector {
     async fn record_gap(&self, gap: &LeadError) {
         tracing::error!(projector = self.projection.name(), %gap, "sequence gap detected; resynchronising from the stored position");
         let recorded = sqlx::query(
-            "UPDATE projector_positions SET gaps_detected = gaps_detected + 1 WHERE projector = $1",
+            "UPDATE public.projector_positions SET gaps_detected = gaps_detected + 1 WHERE projector = $1",
         )
         .bind(self.projection.name())
         .execute(&self.pool)
@@ -303,4 +307,3 @@ impl Projector {
 fn nats(error: impl std::fmt::Display) -> LeadError {
     LeadError::Nats(error.to_string())
 }
-

@@ -128,10 +128,7 @@ pub async fn rebuild(
     };
     let (mut sink, _) = Sink::take_over(target, pool.clone(), options.retry).await?;
 
-    let stream = jetstream
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(nats)?;
+    let stream = jetstream.get_stream(EVENTS_STREAM).await.map_err(nats)?;
     let reader = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subjects: projection
@@ -179,7 +176,7 @@ pub async fn rebuild(
     // with whatever it applied meanwhile, and switch in the same transaction.
     let mut tx = pool.begin().await?;
     let live_position: Option<i64> = sqlx::query_scalar(
-        "SELECT position FROM projector_positions WHERE projector = $1 FOR UPDATE",
+        "SELECT position FROM public.projector_positions WHERE projector = $1 FOR UPDATE",
     )
     .bind(name)
     .fetch_optional(&mut *tx)
@@ -239,8 +236,7 @@ async fn has_commits(
         {
             Ok(_) => return Ok(true),
             Err(error)
-                if error.kind()
-                    == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+                if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
             Err(error) => return Err(nats(error)),
         }
     }
@@ -282,12 +278,12 @@ async fn prepare_schema(
         .await?;
     }
     let consumer = rebuild_consumer(name);
-    sqlx::query("DELETE FROM projector_positions WHERE projector = $1")
+    sqlx::query("DELETE FROM public.projector_positions WHERE projector = $1")
         .bind(&consumer)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "UPDATE dead_letters SET status = 'superseded', resolved_at = now()
+        "UPDATE public.dead_letters SET status = 'superseded', resolved_at = now()
           WHERE consumer = $1 AND status = 'parked'",
     )
     .bind(&consumer)
@@ -329,14 +325,14 @@ async fn finish_switch(
         .execute(&mut *conn)
         .await?;
     let rebuild_row: Option<(Option<chrono::DateTime<chrono::Utc>>,)> = sqlx::query_as(
-        "DELETE FROM projector_positions WHERE projector = $1 RETURNING last_event_at",
+        "DELETE FROM public.projector_positions WHERE projector = $1 RETURNING last_event_at",
     )
     .bind(rebuild_consumer(name))
     .fetch_optional(&mut *conn)
     .await?;
     let last_event_at = rebuild_row.and_then(|(at,)| at);
     sqlx::query(
-        "INSERT INTO projector_positions (projector, position, epoch, version, last_event_at)
+        "INSERT INTO public.projector_positions (projector, position, epoch, version, last_event_at)
          VALUES ($1, $2, 1, $3, $4)
          ON CONFLICT (projector) DO UPDATE
             SET position = $2, version = $3, last_event_at = $4,
@@ -350,17 +346,19 @@ async fn finish_switch(
     .await?;
     // The live queue described the old tables; the rebuild's describes the new ones.
     sqlx::query(
-        "UPDATE dead_letters SET status = 'superseded', resolved_at = now()
+        "UPDATE public.dead_letters SET status = 'superseded', resolved_at = now()
           WHERE consumer = $1 AND status = 'parked'",
     )
     .bind(name)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE dead_letters SET consumer = $1 WHERE consumer = $2 AND status = 'parked'")
-        .bind(name)
-        .bind(rebuild_consumer(name))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE public.dead_letters SET consumer = $1 WHERE consumer = $2 AND status = 'parked'",
+    )
+    .bind(name)
+    .bind(rebuild_consumer(name))
+    .execute(&mut *conn)
+    .await?;
     tx.commit().await?;
     tracing::info!(projection = name, position, "rebuilt read model is live");
     Ok(())

@@ -159,7 +159,7 @@ impl Sink {
         retry: RetryPolicy,
     ) -> Result<(Self, Term), sqlx::Error> {
         let (epoch, position, version): (i64, i64, i32) = sqlx::query_as(
-            "INSERT INTO projector_positions (projector, position, epoch, version)
+            "INSERT INTO public.projector_positions (projector, position, epoch, version)
              VALUES ($1, 0, 1, $2)
              ON CONFLICT (projector) DO UPDATE
                 SET epoch = projector_positions.epoch + 1, updated_at = now()
@@ -170,7 +170,7 @@ impl Sink {
         .fetch_one(&pool)
         .await?;
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT aggregate_type, aggregate_id, min(position) FROM dead_letters
+            "SELECT aggregate_type, aggregate_id, min(position) FROM public.dead_letters
              WHERE consumer = $1 AND status = 'parked'
              GROUP BY aggregate_type, aggregate_id",
         )
@@ -253,7 +253,7 @@ impl Sink {
     pub async fn try_apply(&mut self, batch: &[Incoming]) -> Result<BatchOutcome, BatchError> {
         let mut tx = self.pool.begin().await.map_err(transient)?;
         let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT position, epoch FROM projector_positions WHERE projector = $1 FOR UPDATE",
+            "SELECT position, epoch FROM public.projector_positions WHERE projector = $1 FOR UPDATE",
         )
         .bind(&self.target.consumer)
         .fetch_optional(&mut *tx)
@@ -310,7 +310,9 @@ impl Sink {
         savepoint(&mut tx, "batch").await?;
         match self.target.projection.apply(&mut tx, &deliveries).await {
             Ok(()) => outcome.applied = deliveries.len(),
-            Err(error) if is_transient(&error) => return Err(BatchError::Transient(error.to_string())),
+            Err(error) if is_transient(&error) => {
+                return Err(BatchError::Transient(error.to_string()))
+            }
             Err(_) => {
                 rollback_to(&mut tx, "batch").await?;
                 // Isolate the failing commit(s): apply one by one, each in its own
@@ -367,7 +369,7 @@ impl Sink {
                 .map_err(transient)?;
         }
         sqlx::query(
-            "UPDATE projector_positions
+            "UPDATE public.projector_positions
                 SET position = $2, last_event_at = $3, updated_at = now()
               WHERE projector = $1",
         )
@@ -441,7 +443,7 @@ impl ParkedCommit {
         mode: DeliveryMode,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO dead_letters (id, consumer, position, aggregate_type, aggregate_id,
+            "INSERT INTO public.dead_letters (id, consumer, position, aggregate_type, aggregate_id,
                  blocked_by, error, error_fingerprint, attempts, mode, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )

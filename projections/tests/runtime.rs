@@ -1,0 +1,627 @@
+//! The projector runtime against real JetStream and PostgreSQL, with a test projection
+//! that records every commit it applies, so that loss, duplication and reordering are
+//! visible.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_trait::async_trait;
+use chrono::Utc;
+use domain::ids::Sku;
+use domain::inventory::{Inventory, InventoryEvent};
+use futures::StreamExt;
+use infra_nats::subjects::aggregate_subject;
+use infra_nats::{provision, StreamSettings};
+use projections::dead_letters::{self, Action, DeadLetterFilter, ParkedSequence};
+use projections::fixtures;
+use projections::runtime::{rebuild, Projector, ProjectorConfig, RebuildOptions, RetryPolicy};
+use projections::{ApplyError, Delivery, DeliveryMode, Projection};
+use sqlx::{PgConnection, PgPool};
+use testkit::{eventually, NatsServer, TestDatabase};
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Per SKU: every applied position in order, and the units received. Commits whose
+/// reference is `poison` fail until `fixed` is set. Live deliveries also write an
+/// "effects" row, which must never be written on a rebuild.
+struct Ledger {
+    fixed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Projection for Ledger {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+    fn schema(&self) -> &'static str {
+        "ledger"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &["inventory"]
+    }
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Delivery<'_>],
+    ) -> Result<(), ApplyError> {
+        for delivery in batch {
+            let events = delivery.events::<Inventory>(&domain::inventory::upcasters())?;
+            for event in events {
+                let InventoryEvent::StockReceived {
+                    sku,
+                    quantity,
+                    reference,
+                } = event.payload
+                else {
+                    continue;
+                };
+                if reference == "poison" && !self.fixed.load(Ordering::SeqCst) {
+                    return Err(ApplyError::Inconsistent("poison reference".into()));
+                }
+                sqlx::query(
+                    "INSERT INTO skus (sku, received, positions) VALUES ($1, $2, ARRAY[$3::bigint])
+                     ON CONFLICT (sku) DO UPDATE
+                        SET received = skus.received + $2,
+                            positions = skus.positions || $3::bigint",
+                )
+                .bind(sku.as_str())
+                .bind(i64::from(quantity))
+                .bind(delivery.position() as i64)
+                .execute(&mut *conn)
+                .await?;
+            }
+            if delivery.mode.allows_side_effects() {
+                sqlx::query("INSERT INTO public.ledger_effects (position) VALUES ($1)")
+                    .bind(delivery.position() as i64)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Harness {
+    nats: NatsServer,
+    db: TestDatabase,
+    jetstream: jetstream::Context,
+    fixed: Arc<AtomicBool>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let nats = NatsServer::start();
+        let db = TestDatabase::create().await.unwrap();
+        projections::migrate(&db.pool).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE SCHEMA ledger;
+             CREATE TABLE ledger.skus (sku text PRIMARY KEY, received bigint NOT NULL,
+                                       positions bigint[] NOT NULL);
+             CREATE TABLE public.ledger_effects (position bigint PRIMARY KEY);",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let client = infra_nats::connect(&nats.url()).await.unwrap();
+        let jetstream = jetstream::new(client);
+        provision(&jetstream, &StreamSettings::default())
+            .await
+            .unwrap();
+        Self {
+            nats,
+            db,
+            jetstream,
+            fixed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn projection(&self) -> Arc<dyn Projection> {
+        Arc::new(Ledger {
+            fixed: Arc::clone(&self.fixed),
+        })
+    }
+
+    /// Runs a projector until the returned sender is dropped or fired.
+    fn spawn_projector(&self) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let projector = Projector::new(
+            self.projection(),
+            self.db.pool.clone(),
+            self.jetstream.clone(),
+            config(),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(projector.run(async {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    }
+
+    /// Appends one commit receiving `quantity` units of `sku`; returns its position.
+    async fn receive(&self, sku: &str, quantity: u32, reference: &str) -> u64 {
+        let event = InventoryEvent::StockReceived {
+            sku: Sku::parse(sku).unwrap(),
+            quantity,
+            reference: reference.to_owned(),
+        };
+        let commit = fixtures::commit::<Inventory>(0, sku, 1, &[event], Utc::now());
+        let payload = serde_json::to_vec(&commit.envelope).unwrap();
+        self.publish(sku, payload).await
+    }
+
+    async fn publish(&self, sku: &str, payload: Vec<u8>) -> u64 {
+        self.jetstream
+            .publish(aggregate_subject("inventory", sku), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence
+    }
+
+    async fn position(&self) -> i64 {
+        position_of(&self.db.pool, "ledger").await
+    }
+
+    async fn wait_for_position(&self, position: u64) {
+        eventually("the projector to reach the last position", WAIT, || async {
+            (self.position().await >= position as i64).then_some(())
+        })
+        .await;
+    }
+
+    async fn ledger(&self) -> BTreeMap<String, (i64, Vec<i64>)> {
+        ledger_rows(&self.db.pool, "ledger").await
+    }
+}
+
+async fn position_of(pool: &PgPool, projector: &str) -> i64 {
+    sqlx::query_scalar("SELECT position FROM projector_positions WHERE projector = $1")
+        .bind(projector)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+async fn ledger_rows(pool: &PgPool, schema: &str) -> BTreeMap<String, (i64, Vec<i64>)> {
+    let rows: Vec<(String, i64, Vec<i64>)> = sqlx::query_as(&format!(
+        "SELECT sku, received, positions FROM {schema}.skus ORDER BY sku"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(s, r, p)| (s, (r, p))).collect()
+}
+
+fn config() -> ProjectorConfig {
+    ProjectorConfig {
+        batch_size: 64,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        },
+        standby_poll: Duration::from_millis(100),
+        leadership_check: Duration::from_millis(200),
+        ..ProjectorConfig::default()
+    }
+}
+
+/// What the test itself appended: per SKU, the units and positions in order.
+#[derive(Default)]
+struct Oracle(BTreeMap<String, (i64, Vec<i64>)>);
+
+impl Oracle {
+    fn record(&mut self, sku: &str, quantity: u32, position: u64) {
+        let entry = self.0.entry(sku.to_owned()).or_default();
+        entry.0 += i64::from(quantity);
+        entry.1.push(position as i64);
+    }
+}
+
+#[tokio::test]
+async fn every_commit_is_applied_once_in_order_across_restarts_and_batches() {
+    let harness = Harness::start().await;
+    let mut oracle = Oracle::default();
+    // A backlog first (applied in batches), then live commits while it runs.
+    for i in 0..300u32 {
+        let sku = format!("SKU-{}", i % 7);
+        let position = harness.receive(&sku, i % 5 + 1, "po").await;
+        oracle.record(&sku, i % 5 + 1, position);
+    }
+    let (stop, task) = harness.spawn_projector();
+    let mut last = 0;
+    for i in 0..100u32 {
+        let sku = format!("SKU-{}", i % 3);
+        last = harness.receive(&sku, 2, "po").await;
+        oracle.record(&sku, 2, last);
+    }
+    harness.wait_for_position(last).await;
+    assert_eq!(harness.ledger().await, oracle.0);
+    drop(stop);
+    task.await.unwrap();
+
+    // A new instance resumes from the stored position: nothing applied twice.
+    for i in 0..50u32 {
+        let sku = format!("SKU-{}", i % 4);
+        last = harness.receive(&sku, 1, "po").await;
+        oracle.record(&sku, 1, last);
+    }
+    let (stop, task) = harness.spawn_projector();
+    harness.wait_for_position(last).await;
+    assert_eq!(harness.ledger().await, oracle.0);
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
+        .fetch_one(&harness.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 450, "one live effect per commit");
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_poison_commit_parks_its_aggregate_while_others_flow_and_can_be_retried_in_order() {
+    let harness = Harness::start().await;
+    let (stop, task) = harness.spawn_projector();
+    let mut oracle = Oracle::default();
+
+    let ok_a1 = harness.receive("A", 1, "po").await;
+    oracle.record("A", 1, ok_a1);
+    let poison = harness.receive("A", 10, "poison").await;
+    let behind_1 = harness.receive("A", 100, "po").await;
+    let other = harness.receive("B", 5, "po").await;
+    oracle.record("B", 5, other);
+    let garbage = harness.publish("C", b"{not json".to_vec()).await;
+    let behind_2 = harness.receive("A", 1000, "po").await;
+    let after_c = harness.receive("C", 7, "po").await;
+    let last = harness.receive("B", 6, "po").await;
+    oracle.record("B", 6, last);
+    harness.wait_for_position(last).await;
+
+    // A stops at its poison commit; B flows; C stops at its undecodable commit.
+    assert_eq!(harness.ledger().await, oracle.0);
+    let parked = dead_letters::list(&harness.db.pool, &DeadLetterFilter::default(), 100)
+        .await
+        .unwrap();
+    let summary: Vec<(i64, &str, Option<i64>, i32)> = parked
+        .iter()
+        .map(|d| {
+            (
+                d.position,
+                d.aggregate_id.as_str(),
+                d.blocked_by,
+                d.attempts,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (poison as i64, "A", None, 3),
+            (behind_1 as i64, "A", Some(poison as i64), 0),
+            (garbage as i64, "C", None, 1),
+            (behind_2 as i64, "A", Some(poison as i64), 0),
+            (after_c as i64, "C", Some(garbage as i64), 0),
+        ]
+    );
+    assert!(
+        parked[0].error.contains("poison reference"),
+        "{}",
+        parked[0].error
+    );
+    assert!(
+        parked[2].error.contains("commit at position"),
+        "{}",
+        parked[2].error
+    );
+    assert!(parked
+        .iter()
+        .all(|d| d.consumer == "ledger" && d.mode == "live"));
+
+    // After the fix, a retry applies A's sequence in order; the live projector then
+    // lets A's new commits through.
+    harness.fixed.store(true, Ordering::SeqCst);
+    let sequence = ParkedSequence {
+        consumer: "ledger".into(),
+        aggregate_type: "inventory".into(),
+        aggregate_id: "A".into(),
+    };
+    let outcome = dead_letters::act(
+        &harness.db.pool,
+        &harness.projection(),
+        &sequence,
+        Action::Retry,
+        "operator:ada",
+        "fixed the poison check",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.applied,
+        vec![poison as i64, behind_1 as i64, behind_2 as i64]
+    );
+    oracle.record("A", 10, poison);
+    oracle.record("A", 100, behind_1);
+    oracle.record("A", 1000, behind_2);
+    let next_a = harness.receive("A", 3, "po").await;
+    oracle.record("A", 3, next_a);
+    harness.wait_for_position(next_a).await;
+    eventually("A's new commit to be applied", WAIT, || async {
+        (harness.ledger().await == oracle.0).then_some(())
+    })
+    .await;
+
+    // C's head can never decode: skip it (its successor is then applied), recorded.
+    let c = ParkedSequence {
+        aggregate_id: "C".into(),
+        ..sequence.clone()
+    };
+    let empty_reason = dead_letters::act(
+        &harness.db.pool,
+        &harness.projection(),
+        &c,
+        Action::Skip,
+        "operator:ada",
+        " ",
+    )
+    .await;
+    assert!(matches!(
+        empty_reason,
+        Err(dead_letters::DeadLetterError::ReasonRequired)
+    ));
+    let skipped = dead_letters::act(
+        &harness.db.pool,
+        &harness.projection(),
+        &c,
+        Action::Skip,
+        "operator:ada",
+        "garbage written by a broken client",
+    )
+    .await
+    .unwrap();
+    assert_eq!(skipped.dropped, vec![garbage as i64]);
+    assert_eq!(skipped.applied, vec![after_c as i64]);
+    oracle.record("C", 7, after_c);
+    assert_eq!(harness.ledger().await, oracle.0);
+
+    // Nothing is parked now; discarding an empty sequence is refused.
+    assert!(
+        dead_letters::list(&harness.db.pool, &DeadLetterFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let nothing = dead_letters::act(
+        &harness.db.pool,
+        &harness.projection(),
+        &c,
+        Action::Discard,
+        "operator:ada",
+        "again",
+    )
+    .await;
+    assert!(matches!(
+        nothing,
+        Err(dead_letters::DeadLetterError::NothingParked { .. })
+    ));
+    let history = dead_letters::history(&harness.db.pool, Some("ledger"), 10)
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|a| (a.action.as_str(), a.actor.as_str(), a.aggregate_id.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("skip", "operator:ada", "C"),
+            ("retry", "operator:ada", "A")
+        ]
+    );
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn discard_drops_a_parked_sequence_without_applying_it() {
+    let harness = Harness::start().await;
+    let (stop, task) = harness.spawn_projector();
+    let poison = harness.receive("A", 10, "poison").await;
+    let behind = harness.receive("A", 1, "po").await;
+    harness.wait_for_position(behind).await;
+    let sequence = ParkedSequence {
+        consumer: "ledger".into(),
+        aggregate_type: "inventory".into(),
+        aggregate_id: "A".into(),
+    };
+    let outcome = dead_letters::act(
+        &harness.db.pool,
+        &harness.projection(),
+        &sequence,
+        Action::Discard,
+        "operator:ada",
+        "test data",
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.dropped, vec![poison as i64, behind as i64]);
+    assert!(outcome.applied.is_empty());
+    let discarded = dead_letters::list(
+        &harness.db.pool,
+        &DeadLetterFilter {
+            status: Some("discarded".into()),
+            ..DeadLetterFilter::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(discarded.len(), 2);
+    // A is no longer parked: its next commit is applied.
+    let next = harness.receive("A", 4, "po").await;
+    eventually("A's next commit", WAIT, || async {
+        (harness.ledger().await.get("A") == Some(&(4, vec![next as i64]))).then_some(())
+    })
+    .await;
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn two_replicas_lose_nothing_and_reorder_nothing_when_the_active_one_dies() {
+    let harness = Harness::start().await;
+    let first = harness.spawn_projector();
+    let second = harness.spawn_projector();
+    let mut oracle = Oracle::default();
+    let mut last = 0;
+    for i in 0..200u32 {
+        let sku = format!("SKU-{}", i % 5);
+        last = harness.receive(&sku, 1, "po").await;
+        oracle.record(&sku, 1, last);
+        if i == 100 {
+            // Abort whichever is active mid-stream (both tasks: the lock moves on).
+            first.1.abort();
+        }
+    }
+    harness.wait_for_position(last).await;
+    assert_eq!(harness.ledger().await, oracle.0);
+    drop(second.0);
+    second.1.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_delivery_out_of_sequence_is_detected_and_nothing_is_skipped() {
+    let harness = Harness::start().await;
+    let mut oracle = Oracle::default();
+    let mut last = 0;
+    for i in 0..100u32 {
+        last = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, last);
+        let _ = i;
+    }
+    let (stop, task) = harness.spawn_projector();
+    harness.wait_for_position(last).await;
+    // A rogue client pulls from the projector's durable consumer and takes deliveries.
+    let stream = harness.jetstream.get_stream("EVENTS").await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("projector-ledger").await.unwrap();
+    let rogue = tokio::spawn(async move {
+        let mut messages = consumer.messages().await.unwrap();
+        while let Some(Ok(message)) = messages.next().await {
+            let _ = message; // taken, never acknowledged
+        }
+    });
+    for _ in 0..200u32 {
+        last = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, last);
+    }
+    harness.wait_for_position(last).await;
+    rogue.abort();
+    assert_eq!(harness.ledger().await, oracle.0);
+    let gaps: i64 = sqlx::query_scalar(
+        "SELECT gaps_detected FROM projector_positions WHERE projector = 'ledger'",
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .unwrap();
+    assert!(gaps >= 1, "the stolen deliveries were noticed");
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rebuild_beside_the_live_tables_equals_them_and_repeats_no_side_effect() {
+    let harness = Harness::start().await;
+    let (stop, task) = harness.spawn_projector();
+    let mut oracle = Oracle::default();
+    let mut last = 0;
+    for i in 0..400u32 {
+        let sku = format!("SKU-{}", i % 9);
+        last = harness.receive(&sku, i % 3 + 1, "po").await;
+        oracle.record(&sku, i % 3 + 1, last);
+    }
+    harness.wait_for_position(last).await;
+    let before = harness.ledger().await;
+    assert_eq!(before, oracle.0);
+
+    // Rebuild while commits keep arriving and the live projector keeps running.
+    let writer = {
+        let jetstream = harness.jetstream.clone();
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            for _ in 0..200u32 {
+                let event = InventoryEvent::StockReceived {
+                    sku: Sku::parse("SKU-LIVE").unwrap(),
+                    quantity: 1,
+                    reference: "po".into(),
+                };
+                let commit = fixtures::commit::<Inventory>(0, "SKU-LIVE", 1, &[event], Utc::now());
+                let ack = jetstream
+                    .publish(
+                        aggregate_subject("inventory", "SKU-LIVE"),
+                        serde_json::to_vec(&commit.envelope).unwrap().into(),
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                written.push(ack.sequence);
+            }
+            written
+        })
+    };
+    let mut reports = 0;
+    let report = rebuild(
+        harness.projection(),
+        &harness.db.pool,
+        &harness.jetstream,
+        &RebuildOptions::default(),
+        |_| reports += 1,
+    )
+    .await
+    .unwrap();
+    assert!(reports >= 1);
+    assert!(report.commits >= 400, "{report:?}");
+    for position in writer.await.unwrap() {
+        oracle.record("SKU-LIVE", 1, position);
+        last = position;
+    }
+    harness.wait_for_position(last).await;
+    eventually(
+        "the live projector to continue on the rebuilt tables",
+        WAIT,
+        || async { (harness.ledger().await == oracle.0).then_some(()) },
+    )
+    .await;
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'ledger%' ORDER BY 1",
+    )
+    .fetch_all(&harness.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        schemas,
+        vec!["ledger".to_owned()],
+        "the old tables are dropped"
+    );
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
+        .fetch_one(&harness.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 600, "the rebuild repeated no side effect");
+    let _ = DeliveryMode::Rebuild;
+    drop(stop);
+    task.await.unwrap();
+    drop(harness.nats);
+}
