@@ -625,3 +625,105 @@ async fn a_rebuild_beside_the_live_tables_equals_them_and_repeats_no_side_effect
     task.await.unwrap();
     drop(harness.nats);
 }
+
+#[tokio::test]
+async fn postgres_killed_mid_transaction_loses_nothing_and_doubles_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let nats = NatsServer::start();
+    let mut postgres = testkit::PostgresServer::start().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&postgres.url())
+        .await
+        .unwrap();
+    projections::migrate(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE SCHEMA ledger;
+         CREATE TABLE ledger.skus (sku text PRIMARY KEY, received bigint NOT NULL,
+                                   positions bigint[] NOT NULL);
+         CREATE TABLE public.ledger_effects (position bigint PRIMARY KEY);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let client = infra_nats::connect(&nats.url()).await.unwrap();
+    let jetstream = jetstream::new(client);
+    provision(&jetstream, &StreamSettings::default())
+        .await
+        .unwrap();
+    let projection: Arc<dyn Projection> = Arc::new(Ledger {
+        fixed: Arc::new(AtomicBool::new(false)),
+    });
+    let projector = Projector::new(projection, pool.clone(), jetstream.clone(), config());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(projector.run(async {
+        let _ = stopped.await;
+    }));
+
+    // Commits keep arriving while PostgreSQL is killed (SIGKILL: whatever transaction
+    // the projector has open dies with it) and started again, three times.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let jetstream = jetstream.clone();
+        let writing = Arc::clone(&writing);
+        tokio::spawn(async move {
+            let mut oracle = Oracle::default();
+            let mut i = 0u32;
+            while writing.load(Ordering::SeqCst) || i < 300 {
+                let sku = format!("SKU-{}", i % 6);
+                let event = InventoryEvent::StockReceived {
+                    sku: Sku::parse(sku.as_str()).unwrap(),
+                    quantity: i % 4 + 1,
+                    reference: "po".into(),
+                };
+                let commit = fixtures::commit::<Inventory>(0, &sku, 1, &[event], Utc::now());
+                let ack = jetstream
+                    .publish(
+                        aggregate_subject("inventory", &sku),
+                        serde_json::to_vec(&commit.envelope).unwrap().into(),
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                oracle.record(&sku, i % 4 + 1, ack.sequence);
+                i += 1;
+            }
+            oracle
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        postgres.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        postgres.start_again().await;
+    }
+    writing.store(false, Ordering::SeqCst);
+    let oracle = writer.await.unwrap();
+    let last = oracle
+        .0
+        .values()
+        .flat_map(|(_, p)| p)
+        .max()
+        .copied()
+        .unwrap();
+    eventually(
+        "the projector to recover and catch up",
+        Duration::from_secs(90),
+        || async { (position_of(&pool, "ledger").await >= last).then_some(()) },
+    )
+    .await;
+    assert_eq!(ledger_rows(&pool, "ledger").await, oracle.0);
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let committed: i64 = oracle.0.values().map(|(_, p)| p.len() as i64).sum();
+    assert_eq!(effects, committed);
+    drop(stop);
+    task.await.unwrap();
+}
