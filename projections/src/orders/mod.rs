@@ -17,17 +17,17 @@
 //! The query functions ([`order`], [`customer_orders`], [`orders`]) read the live schema
 //! for the API, with keyset pagination ([`Page`]).
 
-mod continuity;
+mod commits;
 mod page;
 mod projection;
-mod query;
+pub(crate) mod query;
 
 use std::fmt;
 use std::str::FromStr;
 
 use domain::order::OrderStatus;
 
-pub(crate) use continuity::{continuity, Continuity};
+pub(crate) use commits::{continuity, decode_commit, event_index, Continuity, Decoded};
 pub use page::{Page, QueryError, MAX_PAGE_SIZE};
 pub use projection::OrdersProjection;
 pub use query::{

@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::order::{Canceller, Order, OrderEvent, OrderStatus};
 use domain::payment::{Payment, PaymentEvent};
-use infra_nats::CommitEnvelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{continuity, Continuity, PaymentState};
+use super::commits::{continuity, decode_commit, event_index, Continuity, Decoded};
+use super::PaymentState;
 use crate::projection::{ApplyError, Delivery, Projection};
 
 /// Projects orders, their lines, status timeline and payment state into the `orders`
@@ -56,57 +56,6 @@ impl Projection for OrdersProjection {
         }
         model.write(conn).await
     }
-}
-
-/// A delivered commit with its events decoded.
-pub(crate) struct Decoded<'a, E> {
-    pub(crate) position: i64,
-    pub(crate) aggregate_id: Uuid,
-    pub(crate) envelope: &'a CommitEnvelope,
-    pub(crate) events: Vec<E>,
-}
-
-impl<E> Decoded<'_, E> {
-    /// When the commit was written: the time of each of its events.
-    pub(crate) fn timestamp(&self) -> DateTime<Utc> {
-        self.envelope.timestamp
-    }
-
-    /// The aggregate version of the event at `index`.
-    pub(crate) fn sequence(&self, index: usize) -> i64 {
-        // Versions are bounded by the stream's size; `continuity` rejected any beyond i64.
-        i64::try_from(self.envelope.first_sequence + index).unwrap_or(i64::MAX)
-    }
-}
-
-/// Decodes the events of one commit as events of `A`, with its aggregate id as a uuid.
-///
-/// # Errors
-/// [`ApplyError::Decode`] when an event or the aggregate id does not decode.
-pub(crate) fn decode_commit<'a, A: Aggregate>(
-    delivery: &Delivery<'a>,
-    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
-) -> Result<Decoded<'a, A::Event>, ApplyError> {
-    let envelope = &delivery.commit.envelope;
-    let aggregate_id = Uuid::parse_str(&envelope.aggregate_id).map_err(|e| {
-        ApplyError::Decode(format!(
-            "{} id `{}` is not a uuid: {e}",
-            envelope.aggregate_type, envelope.aggregate_id
-        ))
-    })?;
-    let events = delivery
-        .events::<A>(upcasters)?
-        .into_iter()
-        .map(|envelope| envelope.payload)
-        .collect();
-    let position = i64::try_from(delivery.position())
-        .map_err(|_| ApplyError::Decode(format!("position {} too large", delivery.position())))?;
-    Ok(Decoded {
-        position,
-        aggregate_id,
-        envelope,
-        events,
-    })
 }
 
 enum Commit<'a> {
@@ -551,11 +500,6 @@ fn event_order_id(event: &OrderEvent) -> Uuid {
         | OrderEvent::OrderRefunded { order_id, .. } => order_id,
     };
     id.as_uuid()
-}
-
-/// An index within a commit or an order as an `integer` column.
-pub(crate) fn event_index(index: usize) -> Result<i32, ApplyError> {
-    i32::try_from(index).map_err(|_| ApplyError::Inconsistent(format!("index {index} too large")))
 }
 
 async fn upsert_orders(conn: &mut PgConnection, rows: &[&OrderRow]) -> Result<(), ApplyError> {
