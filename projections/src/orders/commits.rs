@@ -69,7 +69,6 @@ pub(crate) fn event_index(index: usize) -> Result<i32, ApplyError> {
     i32::try_from(index).map_err(|_| ApplyError::Inconsistent(format!("index {index} too large")))
 }
 
-
 /// What to do with a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Continuity {

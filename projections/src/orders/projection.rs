@@ -408,11 +408,7 @@ impl Model {
         if !self.timeline.is_empty() {
             insert_timeline(conn, &self.timeline).await?;
         }
-        let links: Vec<PaymentLink> = self
-            .changed_links
-            .iter()
-            .map(|id| self.links[id])
-            .collect();
+        let links: Vec<PaymentLink> = self.changed_links.iter().map(|id| self.links[id]).collect();
         if !links.is_empty() {
             upsert_links(conn, &links).await?;
         }
@@ -463,7 +459,9 @@ fn transition(
             OrderStatus::Cancelled
         }
         OrderEvent::OrderRefunded {
-            amount, reason: why, ..
+            amount,
+            reason: why,
+            ..
         } => {
             if let Some(payment_id) = row.payment_id {
                 row.raise_payment_state(PaymentState::Refunded, payment_id)?;
@@ -530,7 +528,11 @@ async fn upsert_orders(conn: &mut PgConnection, rows: &[&OrderRow]) -> Result<()
     .bind(rows.iter().map(|r| r.order_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.customer_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.status.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.payment_state.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.payment_state.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.payment_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.currency.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.subtotal_minor).collect::<Vec<_>>())
@@ -541,11 +543,23 @@ async fn upsert_orders(conn: &mut PgConnection, rows: &[&OrderRow]) -> Result<()
     .bind(rows.iter().map(|r| r.tracking.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.shipped_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.delivered_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.cancellation_reason.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.cancelled_by.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.cancellation_reason.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.cancelled_by.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.cancelled_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.refunded_minor).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.refund_reason.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.refund_reason.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.refunded_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.placed_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
@@ -591,7 +605,12 @@ async fn insert_timeline(
     .bind(timeline.iter().map(|t| t.event_index).collect::<Vec<_>>())
     .bind(timeline.iter().map(|t| t.status).collect::<Vec<_>>())
     .bind(timeline.iter().map(|t| t.occurred_at).collect::<Vec<_>>())
-    .bind(timeline.iter().map(|t| t.reason.clone()).collect::<Vec<_>>())
+    .bind(
+        timeline
+            .iter()
+            .map(|t| t.reason.clone())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await?;
     Ok(())

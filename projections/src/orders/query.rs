@@ -320,7 +320,8 @@ async fn list(
         .collect::<Result<Vec<_>, _>>()?;
 
     let total_count = if count {
-        let mut query = QueryBuilder::<Postgres>::new("SELECT count(*) FROM orders.orders WHERE true");
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT count(*) FROM orders.orders WHERE true");
         push_filter(&mut query, filter);
         let (total,): (i64,) = query.build_query_as().fetch_one(pool).await?;
         Some(total)

@@ -294,7 +294,10 @@ fn follow_up(row: &mut PaymentRow, event: &PaymentEvent) -> Result<Operation, Ap
                 .refunded_minor
                 .checked_add(amount.amount_minor)
                 .ok_or_else(|| {
-                    ApplyError::Inconsistent(format!("payment {}: refunds overflow", row.payment_id))
+                    ApplyError::Inconsistent(format!(
+                        "payment {}: refunds overflow",
+                        row.payment_id
+                    ))
                 })?;
             let status = if row.refunded_minor >= row.captured_minor {
                 PaymentStatus::Refunded
@@ -357,8 +360,16 @@ async fn upsert_payments(conn: &mut PgConnection, rows: &[&PaymentRow]) -> Resul
     .bind(rows.iter().map(|r| r.captured_minor).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.refunded_minor).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.method.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.provider_reference.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.decline_reason.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.provider_reference.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.decline_reason.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.last_sequence).collect::<Vec<_>>())
@@ -383,12 +394,37 @@ async fn insert_operations(
     .bind(operations.iter().map(|o| o.sequence).collect::<Vec<_>>())
     .bind(operations.iter().map(|o| o.position).collect::<Vec<_>>())
     .bind(operations.iter().map(|o| o.event_index).collect::<Vec<_>>())
-    .bind(operations.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>())
-    .bind(operations.iter().map(|o| o.amount_minor).collect::<Vec<_>>())
-    .bind(operations.iter().map(|o| o.currency.clone()).collect::<Vec<_>>())
+    .bind(
+        operations
+            .iter()
+            .map(|o| o.kind.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        operations
+            .iter()
+            .map(|o| o.amount_minor)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        operations
+            .iter()
+            .map(|o| o.currency.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(operations.iter().map(|o| o.occurred_at).collect::<Vec<_>>())
-    .bind(operations.iter().map(|o| o.reason.clone()).collect::<Vec<_>>())
-    .bind(operations.iter().map(|o| o.provider_reference.clone()).collect::<Vec<_>>())
+    .bind(
+        operations
+            .iter()
+            .map(|o| o.reason.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        operations
+            .iter()
+            .map(|o| o.provider_reference.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(operations.iter().map(|o| o.refund_id).collect::<Vec<_>>())
     .execute(conn)
     .await?;
