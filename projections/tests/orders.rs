@@ -511,9 +511,12 @@ async fn the_last_event_of_an_order_in_a_batch_wins() {
 // ---------------------------------------------------------------------------------------
 // Queries
 
+/// An order as scripted: when it was placed, its id, its customer, whether cancelled.
+type Placed = (DateTime<Utc>, OrderId, CustomerId, bool);
+
 /// Seven orders of customer 1, two of them placed at the same second, and three of
 /// customer 2; every second order of customer 1 is cancelled.
-fn many_orders() -> (Shop, Vec<(DateTime<Utc>, OrderId, CustomerId, bool)>) {
+fn many_orders() -> (Shop, Vec<Placed>) {
     let mut shop = Shop::default();
     let mut placed = Vec::new();
     let times = [
@@ -704,7 +707,7 @@ async fn an_event_for_an_order_never_placed_is_inconsistent_and_the_batch_is_not
         shop.log.len() as u64 + 1,
         &stranger.to_string(),
         2,
-        &[confirmed.clone()],
+        std::slice::from_ref(&confirmed),
         day(3, 9),
     ));
 

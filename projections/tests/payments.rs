@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::Aggregate;
 use domain::ids::{CustomerId, OrderId, PaymentId, RefundId, Sku};
 use domain::money::{Currency, Money};

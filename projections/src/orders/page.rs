@@ -44,7 +44,7 @@ pub(crate) fn encode_cursor(time: DateTime<Utc>, id: Uuid) -> String {
 /// # Errors
 /// [`QueryError::InvalidCursor`] for anything else.
 pub(crate) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), QueryError> {
-    if cursor.len() % 2 != 0 || !cursor.is_ascii() {
+    if !cursor.len().is_multiple_of(2) || !cursor.is_ascii() {
         return Err(QueryError::InvalidCursor);
     }
     let bytes = (0..cursor.len())
