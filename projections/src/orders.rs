@@ -1,1 +1,0 @@
-//! The orders read model (being written).

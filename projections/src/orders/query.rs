@@ -1,0 +1,363 @@
+//! What the API reads from the orders read model (the live `orders` schema).
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use domain::ids::{CustomerId, OrderId, PaymentId};
+use domain::money::{Currency, Money};
+use domain::order::OrderStatus;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::page::{decode_cursor, encode_cursor, fetch_limit, into_page};
+use super::{parse_order_status, Page, PaymentState, QueryError};
+
+/// An order as listed: who, how much, where it stands.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OrderSummary {
+    pub id: OrderId,
+    pub customer_id: CustomerId,
+    pub status: OrderStatus,
+    pub payment_state: PaymentState,
+    pub total: Money,
+    /// How many lines the order has.
+    pub line_count: i32,
+    /// How many units over all lines.
+    pub item_count: i64,
+    pub placed_at: DateTime<Utc>,
+    /// When the last event about the order (or its payment) was written.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OrderSummary {
+    /// The opaque cursor pointing just after this order in a newest-first list.
+    pub fn cursor(&self) -> String {
+        encode_cursor(self.placed_at, self.id.as_uuid())
+    }
+}
+
+/// One line of an order, as placed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OrderLineView {
+    /// The SKU; the catalog has the product's name.
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+/// Where the parcel went.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Shipping {
+    pub carrier: String,
+    pub tracking: String,
+    pub shipped_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Why and by whom an order was cancelled.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Cancellation {
+    pub reason: String,
+    /// `customer`, `system` or `admin`.
+    pub by: String,
+    pub cancelled_at: DateTime<Utc>,
+}
+
+/// The money given back for an order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Refund {
+    pub amount: Money,
+    pub reason: String,
+    pub refunded_at: DateTime<Utc>,
+}
+
+/// One status transition of an order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StatusChange {
+    pub status: OrderStatus,
+    pub at: DateTime<Utc>,
+    /// The reason given, for a cancellation or a refund.
+    pub reason: Option<String>,
+    /// The stream position of the commit that made the change.
+    pub position: i64,
+}
+
+/// Everything the read model knows about one order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OrderDetail {
+    pub summary: OrderSummary,
+    pub subtotal: Money,
+    /// The payment that last changed the payment state.
+    pub payment_id: Option<PaymentId>,
+    pub lines: Vec<OrderLineView>,
+    pub shipping: Option<Shipping>,
+    pub cancellation: Option<Cancellation>,
+    pub refund: Option<Refund>,
+    /// Every status the order went through, oldest first.
+    pub timeline: Vec<StatusChange>,
+}
+
+/// Which orders to list; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub customer_id: Option<CustomerId>,
+    /// Orders placed at or after this time.
+    pub placed_after: Option<DateTime<Utc>>,
+    /// Orders placed strictly before this time.
+    pub placed_before: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRecord {
+    order_id: Uuid,
+    customer_id: Uuid,
+    status: String,
+    payment_state: String,
+    currency: String,
+    total_minor: i64,
+    line_count: i32,
+    item_count: i64,
+    placed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const SUMMARY_COLUMNS: &str = "order_id, customer_id, status, payment_state, currency, \
+    total_minor, line_count, item_count, placed_at, updated_at";
+
+impl TryFrom<SummaryRecord> for OrderSummary {
+    type Error = sqlx::Error;
+
+    fn try_from(record: SummaryRecord) -> Result<Self, Self::Error> {
+        Ok(OrderSummary {
+            id: OrderId(record.order_id),
+            customer_id: CustomerId(record.customer_id),
+            status: parse_order_status(&record.status).map_err(decode_error)?,
+            payment_state: record.payment_state.parse().map_err(decode_error)?,
+            total: money(record.total_minor, &record.currency)?,
+            line_count: record.line_count,
+            item_count: record.item_count,
+            placed_at: record.placed_at,
+            updated_at: record.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DetailRecord {
+    #[sqlx(flatten)]
+    summary: SummaryRecord,
+    subtotal_minor: i64,
+    payment_id: Option<Uuid>,
+    carrier: Option<String>,
+    tracking: Option<String>,
+    shipped_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    cancellation_reason: Option<String>,
+    cancelled_by: Option<String>,
+    cancelled_at: Option<DateTime<Utc>>,
+    refunded_minor: Option<i64>,
+    refund_reason: Option<String>,
+    refunded_at: Option<DateTime<Utc>>,
+}
+
+/// One order with its lines and timeline; `None` when the read model does not know it.
+///
+/// # Errors
+/// When PostgreSQL fails or holds a value this code cannot read.
+pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sqlx::Error> {
+    let record: Option<DetailRecord> =
+        sqlx::query_as("SELECT * FROM orders.orders WHERE order_id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(pool)
+            .await?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let lines: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
+        "SELECT sku, quantity, unit_price_minor, line_total_minor, currency \
+         FROM orders.order_lines WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(id.as_uuid())
+    .fetch_all(pool)
+    .await?;
+    let timeline: Vec<(String, DateTime<Utc>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT status, occurred_at, reason, position FROM orders.status_timeline \
+         WHERE order_id = $1 ORDER BY position, event_index",
+    )
+    .bind(id.as_uuid())
+    .fetch_all(pool)
+    .await?;
+
+    let currency = record.summary.currency.clone();
+    let shipping = match (record.carrier, record.tracking, record.shipped_at) {
+        (Some(carrier), Some(tracking), Some(shipped_at)) => Some(Shipping {
+            carrier,
+            tracking,
+            shipped_at,
+            delivered_at: record.delivered_at,
+        }),
+        _ => None,
+    };
+    let cancellation = match (
+        record.cancellation_reason,
+        record.cancelled_by,
+        record.cancelled_at,
+    ) {
+        (Some(reason), Some(by), Some(cancelled_at)) => Some(Cancellation {
+            reason,
+            by,
+            cancelled_at,
+        }),
+        _ => None,
+    };
+    let refund = match (
+        record.refunded_minor,
+        record.refund_reason,
+        record.refunded_at,
+    ) {
+        (Some(amount), Some(reason), Some(refunded_at)) => Some(Refund {
+            amount: money(amount, &currency)?,
+            reason,
+            refunded_at,
+        }),
+        _ => None,
+    };
+    Ok(Some(OrderDetail {
+        subtotal: money(record.subtotal_minor, &currency)?,
+        summary: record.summary.try_into()?,
+        payment_id: record.payment_id.map(PaymentId),
+        lines: lines
+            .into_iter()
+            .map(|(sku, quantity, unit_price, line_total, currency)| {
+                Ok(OrderLineView {
+                    sku,
+                    quantity,
+                    unit_price: money(unit_price, &currency)?,
+                    line_total: money(line_total, &currency)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?,
+        shipping,
+        cancellation,
+        refund,
+        timeline: timeline
+            .into_iter()
+            .map(|(status, at, reason, position)| {
+                Ok(StatusChange {
+                    status: parse_order_status(&status).map_err(decode_error)?,
+                    at,
+                    reason,
+                    position,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?,
+    }))
+}
+
+/// A customer's orders, newest first (by `placed_at`, then id), `first` at a time after
+/// the cursor `after`.
+///
+/// # Errors
+/// [`QueryError::InvalidCursor`], [`QueryError::PageTooLarge`], or a database error.
+pub async fn customer_orders(
+    pool: &PgPool,
+    customer_id: CustomerId,
+    first: usize,
+    after: Option<&str>,
+) -> Result<Page<OrderSummary>, QueryError> {
+    let filter = OrderFilter {
+        customer_id: Some(customer_id),
+        ..OrderFilter::default()
+    };
+    list(pool, &filter, first, after, false).await
+}
+
+/// The orders matching `filter`, newest first (by `placed_at`, then id), `first` at a
+/// time after the cursor `after`, with the number of matching orders.
+///
+/// # Errors
+/// [`QueryError::InvalidCursor`], [`QueryError::PageTooLarge`], or a database error.
+pub async fn orders(
+    pool: &PgPool,
+    filter: &OrderFilter,
+    first: usize,
+    after: Option<&str>,
+) -> Result<Page<OrderSummary>, QueryError> {
+    list(pool, filter, first, after, true).await
+}
+
+async fn list(
+    pool: &PgPool,
+    filter: &OrderFilter,
+    first: usize,
+    after: Option<&str>,
+    count: bool,
+) -> Result<Page<OrderSummary>, QueryError> {
+    let limit = fetch_limit(first)?;
+    let after = after.map(decode_cursor).transpose()?;
+
+    let mut query = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM orders.orders WHERE true"
+    ));
+    push_filter(&mut query, filter);
+    if let Some((placed_at, order_id)) = after {
+        query
+            .push(" AND (placed_at, order_id) < (")
+            .push_bind(placed_at)
+            .push(", ")
+            .push_bind(order_id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY placed_at DESC, order_id DESC LIMIT ")
+        .push_bind(limit);
+    let records: Vec<SummaryRecord> = query.build_query_as().fetch_all(pool).await?;
+    let items = records
+        .into_iter()
+        .map(OrderSummary::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let total_count = if count {
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT count(*) FROM orders.orders WHERE true");
+        push_filter(&mut query, filter);
+        let (total,): (i64,) = query.build_query_as().fetch_one(pool).await?;
+        Some(total)
+    } else {
+        None
+    };
+    Ok(into_page(items, first, OrderSummary::cursor, total_count))
+}
+
+fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &OrderFilter) {
+    if let Some(status) = filter.status {
+        query.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(customer_id) = filter.customer_id {
+        query
+            .push(" AND customer_id = ")
+            .push_bind(customer_id.as_uuid());
+    }
+    if let Some(placed_after) = filter.placed_after {
+        query.push(" AND placed_at >= ").push_bind(placed_after);
+    }
+    if let Some(placed_before) = filter.placed_before {
+        query.push(" AND placed_at < ").push_bind(placed_before);
+    }
+}
+
+/// Money from its columns.
+///
+/// # Errors
+/// A decode error when the stored currency is not an ISO code.
+pub(crate) fn money(amount_minor: i64, currency: &str) -> Result<Money, sqlx::Error> {
+    let currency = Currency::from_str(currency).map_err(decode_error)?;
+    Ok(Money::new(amount_minor, currency))
+}
+
+/// A stored value this code cannot read, as a decode error.
+pub(crate) fn decode_error(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(error))
+}

@@ -1,1 +1,0 @@
-//! The payments read model (being written).

@@ -1,1 +1,0 @@
-//! The sales read model (being written).

@@ -1,0 +1,774 @@
+//! The orders read model against a real PostgreSQL: histories scripted through the
+//! domain's own decisions, applied as the projector would, checked against values the
+//! test works out itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::Aggregate;
+use domain::ids::{CustomerId, OrderId, PaymentId, RefundId, Sku};
+use domain::money::{Currency, Money};
+use domain::order::{Canceller, Order, OrderCommand, OrderLine, OrderStatus};
+use domain::payment::{Payment, PaymentCommand, PaymentMethod};
+use infra_nats::RecordedCommit;
+use projections::orders::{
+    self, OrderFilter, OrderLineView, OrderSummary, OrdersProjection, Page, PaymentState,
+    QueryError, StatusChange,
+};
+use projections::runtime::apply_directly;
+use projections::{fixtures, ApplyError, Delivery, DeliveryMode};
+use sqlx::PgPool;
+use testkit::TestDatabase;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------
+// Scripting histories
+
+/// A shop whose commands go through the real aggregates and end up as commits, in the
+/// order they would be in the `EVENTS` stream.
+#[derive(Default)]
+struct Shop {
+    log: Vec<RecordedCommit>,
+    orders: HashMap<OrderId, Order>,
+    payments: HashMap<PaymentId, Payment>,
+    versions: HashMap<Uuid, usize>,
+}
+
+impl Shop {
+    fn order(&mut self, id: OrderId, command: OrderCommand, at: DateTime<Utc>) {
+        let order = self.orders.entry(id).or_default();
+        let events = order
+            .decide(command)
+            .expect("the order accepts the command");
+        for event in &events {
+            order.apply(event.clone());
+        }
+        self.record::<Order>(id.as_uuid(), &events, at);
+    }
+
+    fn payment(&mut self, id: PaymentId, command: PaymentCommand, at: DateTime<Utc>) {
+        let payment = self.payments.entry(id).or_default();
+        let events = payment
+            .decide(command)
+            .expect("the payment accepts the command");
+        for event in &events {
+            payment.apply(event.clone());
+        }
+        self.record::<Payment>(id.as_uuid(), &events, at);
+    }
+
+    fn record<A: Aggregate>(&mut self, id: Uuid, events: &[A::Event], at: DateTime<Utc>) {
+        let version = self.versions.entry(id).or_insert(0);
+        let position = self.log.len() as u64 + 1;
+        let commit = fixtures::commit::<A>(position, &id.to_string(), *version + 1, events, at);
+        *version += events.len();
+        self.log.push(commit);
+    }
+
+    /// Places an order and takes it through reservation and payment authorisation.
+    fn paid_order(
+        &mut self,
+        id: OrderId,
+        customer: CustomerId,
+        lines: Vec<OrderLine>,
+        payment: PaymentId,
+        at: DateTime<Utc>,
+    ) {
+        let total: i64 = lines
+            .iter()
+            .map(|l| l.unit_price.amount_minor * i64::from(l.quantity))
+            .sum();
+        self.order(id, place(id, customer, lines, at), at);
+        self.order(
+            id,
+            OrderCommand::MarkStockReserved,
+            at + Duration::minutes(1),
+        );
+        self.payment(
+            payment,
+            PaymentCommand::AuthorisePayment {
+                payment_id: payment,
+                order_id: id,
+                amount: eur(total),
+                method: PaymentMethod::Card {
+                    token: "tok_visa".into(),
+                },
+                provider_reference: format!("auth-{payment}"),
+            },
+            at + Duration::minutes(2),
+        );
+        self.order(
+            id,
+            OrderCommand::MarkPaymentAuthorised {
+                payment_id: payment,
+            },
+            at + Duration::minutes(3),
+        );
+    }
+}
+
+fn deliveries(commits: &[RecordedCommit]) -> Vec<Delivery<'_>> {
+    commits
+        .iter()
+        .map(|commit| Delivery {
+            commit,
+            mode: DeliveryMode::Live,
+        })
+        .collect()
+}
+
+fn day(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, day, hour, 0, 0).unwrap()
+}
+
+fn eur(cents: i64) -> Money {
+    Money::new(cents, Currency::EUR)
+}
+
+fn line(sku: &str, quantity: u32, cents: i64) -> OrderLine {
+    OrderLine {
+        sku: Sku::parse(sku).unwrap(),
+        quantity,
+        unit_price: eur(cents),
+    }
+}
+
+fn place(
+    id: OrderId,
+    customer: CustomerId,
+    lines: Vec<OrderLine>,
+    at: DateTime<Utc>,
+) -> OrderCommand {
+    OrderCommand::PlaceOrder {
+        order_id: id,
+        customer_id: customer,
+        lines,
+        currency: Currency::EUR,
+        placed_at: at,
+    }
+}
+
+fn order_id(n: u128) -> OrderId {
+    OrderId(Uuid::from_u128(0x0a00 + n))
+}
+
+fn payment_id(n: u128) -> PaymentId {
+    PaymentId(Uuid::from_u128(0x0b00 + n))
+}
+
+fn customer(n: u128) -> CustomerId {
+    CustomerId(Uuid::from_u128(0x0c00 + n))
+}
+
+async fn migrated() -> TestDatabase {
+    let db = TestDatabase::create().await.expect("test database");
+    projections::migrate(&db.pool).await.expect("migrations");
+    db
+}
+
+/// Every row of every table of `schema`, as sorted JSON per table.
+async fn dump(pool: &PgPool, schema: &str) -> Vec<(String, String)> {
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut dump = Vec::new();
+    for (table,) in tables {
+        let (rows,): (String,) = sqlx::query_as(&format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]')::text \
+             FROM {schema}.{table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        dump.push((table, rows));
+    }
+    dump
+}
+
+/// Three orders of two customers over two days: one delivered, one cancelled after a
+/// captured payment and refunded, one whose payment was declined and was cancelled.
+fn three_orders() -> Shop {
+    let mut shop = Shop::default();
+    // Delivered: 2 x 8.50 + 1 x 19.99 = 36.99.
+    shop.paid_order(
+        order_id(1),
+        customer(1),
+        vec![line("MUG-01", 2, 850), line("TS-M", 1, 1999)],
+        payment_id(1),
+        day(1, 9),
+    );
+    // Cancelled and refunded: 3 x 4.00 = 12.00.
+    shop.paid_order(
+        order_id(2),
+        customer(2),
+        vec![line("PEN-BLUE", 3, 400)],
+        payment_id(2),
+        day(1, 10),
+    );
+    shop.order(order_id(1), OrderCommand::ConfirmOrder, day(1, 11));
+    shop.payment(
+        payment_id(1),
+        PaymentCommand::CapturePayment { amount: eur(3699) },
+        day(1, 12),
+    );
+    shop.order(
+        order_id(1),
+        OrderCommand::ShipOrder {
+            carrier: "DHL".into(),
+            tracking: "JD0001".into(),
+        },
+        day(1, 13),
+    );
+    shop.payment(
+        payment_id(2),
+        PaymentCommand::CapturePayment { amount: eur(1200) },
+        day(1, 14),
+    );
+    shop.order(
+        order_id(2),
+        OrderCommand::CancelOrder {
+            reason: "changed my mind".into(),
+            by: Canceller::Customer,
+        },
+        day(1, 15),
+    );
+    shop.payment(
+        payment_id(2),
+        PaymentCommand::RefundPayment {
+            refund_id: RefundId(Uuid::from_u128(0xd01)),
+            amount: eur(1200),
+            reason: "order cancelled".into(),
+        },
+        day(1, 16),
+    );
+    shop.order(
+        order_id(2),
+        OrderCommand::MarkRefunded {
+            amount: eur(1200),
+            reason: "order cancelled".into(),
+        },
+        day(1, 17),
+    );
+    shop.order(order_id(1), OrderCommand::MarkDelivered, day(2, 9));
+    // Declined, then cancelled by the system: 1 x 99.00.
+    shop.order(
+        order_id(3),
+        place(
+            order_id(3),
+            customer(1),
+            vec![line("LAMP", 1, 9900)],
+            day(2, 10),
+        ),
+        day(2, 10),
+    );
+    shop.order(order_id(3), OrderCommand::MarkStockReserved, day(2, 11));
+    shop.payment(
+        payment_id(3),
+        PaymentCommand::DeclinePayment {
+            payment_id: payment_id(3),
+            order_id: order_id(3),
+            amount: eur(9900),
+            reason: "insufficient funds".into(),
+        },
+        day(2, 12),
+    );
+    shop.order(
+        order_id(3),
+        OrderCommand::CancelOrder {
+            reason: "payment declined".into(),
+            by: Canceller::System,
+        },
+        day(2, 13),
+    );
+    shop
+}
+
+// ---------------------------------------------------------------------------------------
+// The model
+
+#[tokio::test]
+async fn a_delivered_order_has_its_lines_shipping_payment_and_every_transition() {
+    let db = migrated().await;
+    let shop = three_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+
+    let detail = orders::order(&db.pool, order_id(1)).await.unwrap().unwrap();
+
+    assert_eq!(detail.summary.customer_id, customer(1));
+    assert_eq!(detail.summary.status, OrderStatus::Delivered);
+    assert_eq!(detail.summary.payment_state, PaymentState::Captured);
+    assert_eq!(detail.summary.total, eur(2 * 850 + 1999));
+    assert_eq!(detail.subtotal, eur(2 * 850 + 1999));
+    assert_eq!(detail.summary.item_count, 3);
+    assert_eq!(detail.summary.line_count, 2);
+    assert_eq!(detail.summary.placed_at, day(1, 9));
+    assert_eq!(detail.summary.updated_at, day(2, 9));
+    assert_eq!(detail.payment_id, Some(payment_id(1)));
+    assert_eq!(
+        detail.lines,
+        vec![
+            OrderLineView {
+                sku: "MUG-01".into(),
+                quantity: 2,
+                unit_price: eur(850),
+                line_total: eur(1700),
+            },
+            OrderLineView {
+                sku: "TS-M".into(),
+                quantity: 1,
+                unit_price: eur(1999),
+                line_total: eur(1999),
+            },
+        ]
+    );
+    let shipping = detail.shipping.unwrap();
+    assert_eq!(
+        (shipping.carrier.as_str(), shipping.tracking.as_str()),
+        ("DHL", "JD0001")
+    );
+    assert_eq!(shipping.shipped_at, day(1, 13));
+    assert_eq!(shipping.delivered_at, Some(day(2, 9)));
+    assert_eq!(detail.cancellation, None);
+    assert_eq!(detail.refund, None);
+
+    // Positions of order 1's commits in the script: 1, 2, 4 (order event after the
+    // payment's authorisation at 3), then 9, 11 and 16.
+    let change = |status, at, position| StatusChange {
+        status,
+        at,
+        reason: None,
+        position,
+    };
+    assert_eq!(
+        detail.timeline,
+        vec![
+            change(OrderStatus::Placed, day(1, 9), 1),
+            change(
+                OrderStatus::StockReserved,
+                day(1, 9) + Duration::minutes(1),
+                2
+            ),
+            change(
+                OrderStatus::PaymentAuthorised,
+                day(1, 9) + Duration::minutes(3),
+                4
+            ),
+            change(OrderStatus::Confirmed, day(1, 11), 9),
+            change(OrderStatus::Shipped, day(1, 13), 11),
+            change(OrderStatus::Delivered, day(2, 9), 16),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_and_refunded_order_keeps_the_reasons_and_the_refund() {
+    let db = migrated().await;
+    let shop = three_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+
+    let refunded = orders::order(&db.pool, order_id(2)).await.unwrap().unwrap();
+    assert_eq!(refunded.summary.status, OrderStatus::Refunded);
+    assert_eq!(refunded.summary.payment_state, PaymentState::Refunded);
+    let cancellation = refunded.cancellation.unwrap();
+    assert_eq!(
+        (cancellation.reason.as_str(), cancellation.by.as_str()),
+        ("changed my mind", "customer")
+    );
+    assert_eq!(cancellation.cancelled_at, day(1, 15));
+    let refund = refunded.refund.unwrap();
+    assert_eq!(refund.amount, eur(1200));
+    assert_eq!(refund.reason, "order cancelled");
+    assert_eq!(refund.refunded_at, day(1, 17));
+    let reasons: Vec<(OrderStatus, Option<&str>)> = refunded
+        .timeline
+        .iter()
+        .map(|c| (c.status, c.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (OrderStatus::Placed, None),
+            (OrderStatus::StockReserved, None),
+            (OrderStatus::PaymentAuthorised, None),
+            (OrderStatus::Cancelled, Some("changed my mind")),
+            (OrderStatus::Refunded, Some("order cancelled")),
+        ]
+    );
+
+    let declined = orders::order(&db.pool, order_id(3)).await.unwrap().unwrap();
+    assert_eq!(declined.summary.status, OrderStatus::Cancelled);
+    assert_eq!(declined.summary.payment_state, PaymentState::Declined);
+    assert_eq!(declined.payment_id, Some(payment_id(3)));
+    assert_eq!(declined.cancellation.unwrap().by, "system");
+
+    assert_eq!(
+        orders::order(&db.pool, order_id(99)).await.unwrap(),
+        None,
+        "an order never placed is not found"
+    );
+}
+
+#[tokio::test]
+async fn one_batch_one_by_one_in_chunks_and_replayed_give_the_same_rows() {
+    let shop = three_orders();
+    let all = deliveries(&shop.log);
+
+    let whole = migrated().await;
+    apply_directly(&whole.pool, &OrdersProjection, &all)
+        .await
+        .unwrap();
+
+    let single = migrated().await;
+    for delivery in &all {
+        apply_directly(
+            &single.pool,
+            &OrdersProjection,
+            std::slice::from_ref(delivery),
+        )
+        .await
+        .unwrap();
+    }
+
+    let chunked = migrated().await;
+    for chunk in all.chunks(3) {
+        apply_directly(&chunked.pool, &OrdersProjection, chunk)
+            .await
+            .unwrap();
+    }
+    // An operator replays part of the log: already applied, it changes nothing.
+    let replay: Vec<Delivery<'_>> = all[4..12]
+        .iter()
+        .map(|d| Delivery {
+            commit: d.commit,
+            mode: DeliveryMode::Replay,
+        })
+        .collect();
+    apply_directly(&chunked.pool, &OrdersProjection, &replay)
+        .await
+        .unwrap();
+
+    let expected = dump(&whole.pool, "orders").await;
+    let order_rows = &expected.iter().find(|(t, _)| t == "orders").unwrap().1;
+    assert!(order_rows.contains("JD0001"), "the dump holds the rows");
+    assert_eq!(dump(&single.pool, "orders").await, expected);
+    assert_eq!(dump(&chunked.pool, "orders").await, expected);
+}
+
+#[tokio::test]
+async fn the_last_event_of_an_order_in_a_batch_wins() {
+    let db = migrated().await;
+    let mut shop = Shop::default();
+    let at = day(3, 9);
+    // Placed, reserved, paid, confirmed and cancelled, all in one batch.
+    shop.paid_order(
+        order_id(7),
+        customer(7),
+        vec![line("CUP", 1, 500)],
+        payment_id(7),
+        at,
+    );
+    shop.order(
+        order_id(7),
+        OrderCommand::ConfirmOrder,
+        at + Duration::hours(1),
+    );
+    shop.order(
+        order_id(7),
+        OrderCommand::CancelOrder {
+            reason: "duplicate".into(),
+            by: Canceller::Admin,
+        },
+        at + Duration::hours(2),
+    );
+    shop.payment(
+        payment_id(7),
+        PaymentCommand::VoidPayment,
+        at + Duration::hours(3),
+    );
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+
+    let detail = orders::order(&db.pool, order_id(7)).await.unwrap().unwrap();
+    assert_eq!(detail.summary.status, OrderStatus::Cancelled);
+    assert_eq!(detail.summary.payment_state, PaymentState::Voided);
+    assert_eq!(detail.summary.updated_at, at + Duration::hours(3));
+    assert_eq!(detail.timeline.len(), 5);
+    assert_eq!(detail.cancellation.unwrap().by, "admin");
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries
+
+/// An order as scripted: when it was placed, its id, its customer, whether cancelled.
+type Placed = (DateTime<Utc>, OrderId, CustomerId, bool);
+
+/// Seven orders of customer 1, two of them placed at the same second, and three of
+/// customer 2; every second order of customer 1 is cancelled.
+fn many_orders() -> (Shop, Vec<Placed>) {
+    let mut shop = Shop::default();
+    let mut placed = Vec::new();
+    let times = [
+        day(5, 9),
+        day(5, 11),
+        day(5, 11),
+        day(6, 8),
+        day(6, 20),
+        day(7, 1),
+        day(8, 23),
+    ];
+    for (n, at) in times.into_iter().enumerate() {
+        let id = order_id(100 + n as u128);
+        shop.order(
+            id,
+            place(id, customer(1), vec![line("SOCK", 2, 300)], at),
+            at,
+        );
+        let cancelled = n % 2 == 1;
+        if cancelled {
+            shop.order(
+                id,
+                OrderCommand::CancelOrder {
+                    reason: "not needed".into(),
+                    by: Canceller::Customer,
+                },
+                at + Duration::minutes(5),
+            );
+        }
+        placed.push((at, id, customer(1), cancelled));
+    }
+    for (n, at) in [day(5, 10), day(6, 9), day(7, 12)].into_iter().enumerate() {
+        let id = order_id(200 + n as u128);
+        shop.order(
+            id,
+            place(id, customer(2), vec![line("HAT", 1, 1500)], at),
+            at,
+        );
+        placed.push((at, id, customer(2), false));
+    }
+    (shop, placed)
+}
+
+type PageFuture = Pin<Box<dyn Future<Output = Result<Page<OrderSummary>, QueryError>>>>;
+
+/// Follows `end_cursor` from the first page to the last; returns the ids seen and the
+/// size and `has_next_page` of each page.
+async fn walk(
+    mut next: impl FnMut(Option<String>) -> PageFuture,
+) -> (Vec<OrderId>, Vec<(usize, bool)>) {
+    let mut ids = Vec::new();
+    let mut shapes = Vec::new();
+    let mut after = None;
+    loop {
+        let page = next(after.clone()).await.unwrap();
+        shapes.push((page.items.len(), page.has_next_page));
+        ids.extend(page.items.iter().map(|o: &OrderSummary| o.id));
+        if !page.has_next_page {
+            return (ids, shapes);
+        }
+        assert_eq!(
+            page.end_cursor,
+            page.items.last().map(OrderSummary::cursor),
+            "the end cursor is the last item's"
+        );
+        after = page.end_cursor;
+    }
+}
+
+/// The ids of `orders` newest first, by placement time then id, as the API promises.
+fn newest_first(mut orders: Vec<(DateTime<Utc>, OrderId)>) -> Vec<OrderId> {
+    orders.sort_by(|a, b| b.cmp(a));
+    orders.into_iter().map(|(_, id)| id).collect()
+}
+
+#[tokio::test]
+async fn a_customers_orders_are_walked_newest_first_three_at_a_time() {
+    let db = migrated().await;
+    let (shop, placed) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let expected = newest_first(
+        placed
+            .iter()
+            .filter(|(_, _, c, _)| *c == customer(1))
+            .map(|(at, id, _, _)| (*at, *id))
+            .collect(),
+    );
+
+    let pool = db.pool.clone();
+    let (ids, shapes) = walk(move |after| {
+        let pool = pool.clone();
+        Box::pin(
+            async move { orders::customer_orders(&pool, customer(1), 3, after.as_deref()).await },
+        )
+    })
+    .await;
+
+    assert_eq!(ids, expected);
+    assert_eq!(shapes, vec![(3, true), (3, true), (1, false)]);
+}
+
+#[tokio::test]
+async fn filtered_orders_are_counted_and_walked_within_the_filter() {
+    let db = migrated().await;
+    let (shop, placed) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let filter = OrderFilter {
+        status: Some(OrderStatus::Placed),
+        customer_id: None,
+        placed_after: Some(day(5, 10)),
+        placed_before: Some(day(8, 0)),
+    };
+    let expected = newest_first(
+        placed
+            .iter()
+            .filter(|(at, _, _, cancelled)| !cancelled && *at >= day(5, 10) && *at < day(8, 0))
+            .map(|(at, id, _, _)| (*at, *id))
+            .collect(),
+    );
+    assert_eq!(expected.len(), 5, "the scenario has five matching orders");
+
+    let pool = db.pool.clone();
+    let (ids, shapes) = walk(move |after| {
+        let pool = pool.clone();
+        let filter = filter.clone();
+        Box::pin(async move { orders::orders(&pool, &filter, 2, after.as_deref()).await })
+    })
+    .await;
+    assert_eq!(ids, expected);
+    assert_eq!(shapes, vec![(2, true), (2, true), (1, false)]);
+
+    let everything = orders::orders(&db.pool, &OrderFilter::default(), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(everything.total_count, Some(placed.len() as i64));
+    assert_eq!(everything.items.len(), placed.len());
+    assert!(!everything.has_next_page);
+
+    let cancelled = OrderFilter {
+        status: Some(OrderStatus::Cancelled),
+        ..OrderFilter::default()
+    };
+    let page = orders::orders(&db.pool, &cancelled, 1, None).await.unwrap();
+    let cancelled_count = placed.iter().filter(|(_, _, _, c)| *c).count() as i64;
+    assert_eq!(page.total_count, Some(cancelled_count));
+    assert_eq!(page.items.len(), 1);
+    assert!(page.has_next_page);
+}
+
+#[tokio::test]
+async fn a_cursor_the_model_did_not_make_is_refused() {
+    let db = migrated().await;
+    let result = orders::customer_orders(&db.pool, customer(1), 3, Some("not-a-cursor")).await;
+    assert!(
+        matches!(result, Err(QueryError::InvalidCursor)),
+        "{result:?}"
+    );
+    let result = orders::orders(&db.pool, &OrderFilter::default(), 101, None).await;
+    assert!(
+        matches!(result, Err(QueryError::PageTooLarge(101))),
+        "{result:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures
+
+async fn order_count(pool: &PgPool) -> i64 {
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders.orders")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    count
+}
+
+#[tokio::test]
+async fn an_event_for_an_order_never_placed_is_inconsistent_and_the_batch_is_not_applied() {
+    let db = migrated().await;
+    let mut shop = three_orders();
+    // A confirmation of an order the model never saw, at that order's version 2.
+    let stranger = order_id(42);
+    let confirmed = domain::order::OrderEvent::OrderConfirmed { order_id: stranger };
+    shop.log.push(fixtures::commit::<Order>(
+        shop.log.len() as u64 + 1,
+        &stranger.to_string(),
+        2,
+        std::slice::from_ref(&confirmed),
+        day(3, 9),
+    ));
+
+    let result = apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log)).await;
+    assert!(
+        matches!(result, Err(ApplyError::Inconsistent(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        order_count(&db.pool).await,
+        0,
+        "the whole batch rolled back"
+    );
+
+    // Even as the first event of its stream, a confirmation is not a placement.
+    let first = fixtures::commit::<Order>(1, &stranger.to_string(), 1, &[confirmed], day(3, 9));
+    let result = apply_directly(&db.pool, &OrdersProjection, &deliveries(&[first])).await;
+    assert!(
+        matches!(result, Err(ApplyError::Inconsistent(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_capture_of_an_unknown_payment_or_a_gap_in_an_order_is_inconsistent() {
+    let db = migrated().await;
+    let capture = fixtures::commit::<Payment>(
+        1,
+        &payment_id(5).to_string(),
+        1,
+        &[domain::payment::PaymentEvent::PaymentCaptured {
+            payment_id: payment_id(5),
+            amount: eur(100),
+        }],
+        day(3, 9),
+    );
+    let result = apply_directly(&db.pool, &OrdersProjection, &deliveries(&[capture])).await;
+    assert!(
+        matches!(result, Err(ApplyError::Inconsistent(_))),
+        "{result:?}"
+    );
+
+    // Commit 2 of order 1 (its stock reservation) is missing.
+    let shop = three_orders();
+    let gap: Vec<RecordedCommit> = [&shop.log[0], &shop.log[3]].into_iter().cloned().collect();
+    let result = apply_directly(&db.pool, &OrdersProjection, &deliveries(&gap)).await;
+    assert!(
+        matches!(result, Err(ApplyError::Inconsistent(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_of_the_wrong_shape_is_a_decode_error() {
+    let db = migrated().await;
+    let shop = three_orders();
+    let mut broken = shop.log[0].clone();
+    broken.envelope.events[0].payload = serde_json::json!({
+        "OrderPlaced": { "order_id": order_id(1), "lines": "three mugs" }
+    });
+    let result = apply_directly(&db.pool, &OrdersProjection, &deliveries(&[broken])).await;
+    assert!(matches!(result, Err(ApplyError::Decode(_))), "{result:?}");
+    assert_eq!(order_count(&db.pool).await, 0);
+}

@@ -1,0 +1,468 @@
+//! The payments read model against a real PostgreSQL: payment histories scripted
+//! through the domain's own decisions, checked against values the test works out.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::Aggregate;
+use domain::ids::{CustomerId, OrderId, PaymentId, RefundId, Sku};
+use domain::money::{Currency, Money};
+use domain::order::{Order, OrderCommand, OrderLine};
+use domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentMethod};
+use infra_nats::RecordedCommit;
+use projections::payments::{
+    self, OperationKind, OrderPaymentTotals, PaymentOperation, PaymentStatus, PaymentsProjection,
+};
+use projections::runtime::apply_directly;
+use projections::{fixtures, ApplyError, Delivery, DeliveryMode};
+use sqlx::PgPool;
+use testkit::TestDatabase;
+use uuid::Uuid;
+
+// Scripting histories
+
+/// A shop whose commands go through the real aggregates and end up as commits, in the
+/// order they would be in the `EVENTS` stream.
+#[derive(Default)]
+struct Shop {
+    log: Vec<RecordedCommit>,
+    orders: HashMap<OrderId, Order>,
+    payments: HashMap<PaymentId, Payment>,
+    versions: HashMap<Uuid, usize>,
+}
+
+impl Shop {
+    fn order(&mut self, id: OrderId, command: OrderCommand, at: DateTime<Utc>) {
+        let order = self.orders.entry(id).or_default();
+        let events = order
+            .decide(command)
+            .expect("the order accepts the command");
+        for event in &events {
+            order.apply(event.clone());
+        }
+        self.record::<Order>(id.as_uuid(), &events, at);
+    }
+
+    fn payment(&mut self, id: PaymentId, command: PaymentCommand, at: DateTime<Utc>) {
+        let payment = self.payments.entry(id).or_default();
+        let events = payment
+            .decide(command)
+            .expect("the payment accepts the command");
+        for event in &events {
+            payment.apply(event.clone());
+        }
+        self.record::<Payment>(id.as_uuid(), &events, at);
+    }
+
+    fn record<A: Aggregate>(&mut self, id: Uuid, events: &[A::Event], at: DateTime<Utc>) {
+        let version = self.versions.entry(id).or_insert(0);
+        let position = self.log.len() as u64 + 1;
+        let commit = fixtures::commit::<A>(position, &id.to_string(), *version + 1, events, at);
+        *version += events.len();
+        self.log.push(commit);
+    }
+}
+
+fn deliveries(commits: &[RecordedCommit]) -> Vec<Delivery<'_>> {
+    commits
+        .iter()
+        .map(|commit| Delivery {
+            commit,
+            mode: DeliveryMode::Live,
+        })
+        .collect()
+}
+
+fn day(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, day, hour, 0, 0).unwrap()
+}
+
+fn eur(cents: i64) -> Money {
+    Money::new(cents, Currency::EUR)
+}
+
+fn line(sku: &str, quantity: u32, cents: i64) -> OrderLine {
+    OrderLine {
+        sku: Sku::parse(sku).unwrap(),
+        quantity,
+        unit_price: eur(cents),
+    }
+}
+
+fn place(
+    id: OrderId,
+    customer: CustomerId,
+    lines: Vec<OrderLine>,
+    at: DateTime<Utc>,
+) -> OrderCommand {
+    OrderCommand::PlaceOrder {
+        order_id: id,
+        customer_id: customer,
+        lines,
+        currency: Currency::EUR,
+        placed_at: at,
+    }
+}
+
+fn order_id(n: u128) -> OrderId {
+    OrderId(Uuid::from_u128(0x0a00 + n))
+}
+
+fn payment_id(n: u128) -> PaymentId {
+    PaymentId(Uuid::from_u128(0x0b00 + n))
+}
+
+fn customer(n: u128) -> CustomerId {
+    CustomerId(Uuid::from_u128(0x0c00 + n))
+}
+
+async fn migrated() -> TestDatabase {
+    let db = TestDatabase::create().await.expect("test database");
+    projections::migrate(&db.pool).await.expect("migrations");
+    db
+}
+
+/// Every row of every table of `schema`, as sorted JSON per table.
+async fn dump(pool: &PgPool, schema: &str) -> Vec<(String, String)> {
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut dump = Vec::new();
+    for (table,) in tables {
+        let (rows,): (String,) = sqlx::query_as(&format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]')::text \
+             FROM {schema}.{table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        dump.push((table, rows));
+    }
+    dump
+}
+
+fn refund_id(n: u128) -> RefundId {
+    RefundId(Uuid::from_u128(0x0d00 + n))
+}
+
+fn authorise(shop: &mut Shop, payment: PaymentId, order: OrderId, cents: i64, at: DateTime<Utc>) {
+    shop.payment(
+        payment,
+        PaymentCommand::AuthorisePayment {
+            payment_id: payment,
+            order_id: order,
+            amount: eur(cents),
+            method: PaymentMethod::Card {
+                token: "tok_visa".into(),
+            },
+            provider_reference: format!("auth-{payment}"),
+        },
+        at,
+    );
+}
+
+fn refund(shop: &mut Shop, payment: PaymentId, n: u128, cents: i64, at: DateTime<Utc>) {
+    shop.payment(
+        payment,
+        PaymentCommand::RefundPayment {
+            refund_id: refund_id(n),
+            amount: eur(cents),
+            reason: format!("refund {n}"),
+        },
+        at,
+    );
+}
+
+/// Order 1 is paid on the second attempt (the first is declined), captured in full and
+/// refunded twice in part; order 2's payment is authorised and voided; order 3's is
+/// captured and refunded in full. Order events interleave, as they would in the stream.
+fn payment_history() -> Shop {
+    let mut shop = Shop::default();
+    shop.order(
+        order_id(1),
+        place(
+            order_id(1),
+            customer(1),
+            vec![line("MUG-01", 2, 850), line("TS-M", 1, 1999)],
+            day(1, 9),
+        ),
+        day(1, 9),
+    );
+    shop.payment(
+        payment_id(1),
+        PaymentCommand::DeclinePayment {
+            payment_id: payment_id(1),
+            order_id: order_id(1),
+            amount: eur(3699),
+            reason: "insufficient funds".into(),
+        },
+        day(1, 10),
+    );
+    authorise(&mut shop, payment_id(2), order_id(1), 3699, day(1, 11));
+    authorise(&mut shop, payment_id(3), order_id(2), 1200, day(1, 12));
+    shop.payment(
+        payment_id(2),
+        PaymentCommand::CapturePayment { amount: eur(3699) },
+        day(2, 9),
+    );
+    shop.payment(payment_id(3), PaymentCommand::VoidPayment, day(2, 10));
+    refund(&mut shop, payment_id(2), 1, 1000, day(3, 9));
+    authorise(&mut shop, payment_id(4), order_id(3), 500, day(3, 10));
+    shop.payment(
+        payment_id(4),
+        PaymentCommand::CapturePayment { amount: eur(500) },
+        day(3, 11),
+    );
+    refund(&mut shop, payment_id(2), 2, 500, day(4, 9));
+    refund(&mut shop, payment_id(4), 3, 500, day(4, 10));
+    shop
+}
+
+#[tokio::test]
+async fn a_payment_shows_its_totals_and_every_operation_in_order() {
+    let db = migrated().await;
+    let shop = payment_history();
+    apply_directly(&db.pool, &PaymentsProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+
+    let view = payments::payment(&db.pool, payment_id(2))
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(view.order_id, order_id(1));
+    assert_eq!(view.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(view.amount, eur(3699));
+    assert_eq!(view.authorised, eur(3699));
+    assert_eq!(view.captured, eur(3699));
+    assert_eq!(view.refunded, eur(1000 + 500));
+    assert_eq!(view.method.as_deref(), Some("card"));
+    assert_eq!(
+        view.provider_reference,
+        Some(format!("auth-{}", payment_id(2)))
+    );
+    assert_eq!(view.created_at, day(1, 11));
+    assert_eq!(view.updated_at, day(4, 9));
+    let operation = |kind, amount: Option<i64>, at, sequence| PaymentOperation {
+        kind,
+        amount: amount.map(eur),
+        at,
+        reason: None,
+        provider_reference: None,
+        refund_id: None,
+        sequence,
+    };
+    assert_eq!(
+        view.operations,
+        vec![
+            PaymentOperation {
+                provider_reference: Some(format!("auth-{}", payment_id(2))),
+                ..operation(OperationKind::Authorisation, Some(3699), day(1, 11), 1)
+            },
+            operation(OperationKind::Capture, Some(3699), day(2, 9), 2),
+            PaymentOperation {
+                reason: Some("refund 1".into()),
+                refund_id: Some(refund_id(1)),
+                ..operation(OperationKind::Refund, Some(1000), day(3, 9), 3)
+            },
+            PaymentOperation {
+                reason: Some("refund 2".into()),
+                refund_id: Some(refund_id(2)),
+                ..operation(OperationKind::Refund, Some(500), day(4, 9), 4)
+            },
+        ]
+    );
+
+    let voided = payments::payment(&db.pool, payment_id(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(voided.status, PaymentStatus::Voided);
+    assert_eq!(voided.captured, eur(0));
+    assert_eq!(
+        voided
+            .operations
+            .iter()
+            .map(|o| (o.kind, o.amount))
+            .collect::<Vec<_>>(),
+        vec![
+            (OperationKind::Authorisation, Some(eur(1200))),
+            (OperationKind::Void, None)
+        ]
+    );
+
+    let refunded = payments::payment(&db.pool, payment_id(4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    assert_eq!(refunded.refunded, eur(500));
+
+    assert_eq!(
+        payments::payment(&db.pool, payment_id(9)).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn an_orders_payments_include_the_declined_attempt_and_add_up() {
+    let db = migrated().await;
+    let shop = payment_history();
+    apply_directly(&db.pool, &PaymentsProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+
+    let views = payments::payments_for_order(&db.pool, order_id(1))
+        .await
+        .unwrap();
+    let summary: Vec<(PaymentId, PaymentStatus, Money, Option<&str>)> = views
+        .iter()
+        .map(|v| (v.id, v.status, v.authorised, v.decline_reason.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                payment_id(1),
+                PaymentStatus::Declined,
+                eur(0),
+                Some("insufficient funds")
+            ),
+            (
+                payment_id(2),
+                PaymentStatus::PartiallyRefunded,
+                eur(3699),
+                None
+            ),
+        ]
+    );
+    assert_eq!(views[0].operations.len(), 1);
+    assert_eq!(views[0].operations[0].kind, OperationKind::Decline);
+    assert_eq!(views[0].operations[0].amount, Some(eur(3699)));
+
+    assert_eq!(
+        payments::order_payment_totals(&db.pool, order_id(1))
+            .await
+            .unwrap(),
+        vec![OrderPaymentTotals {
+            order_id: order_id(1),
+            payments: 2,
+            // The declined attempt authorised nothing.
+            authorised: eur(3699),
+            captured: eur(3699),
+            refunded: eur(1000 + 500),
+        }]
+    );
+    let voided = payments::order_payment_totals(&db.pool, order_id(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        voided[0].authorised,
+        eur(0),
+        "a voided authorisation holds nothing"
+    );
+    assert!(payments::payments_for_order(&db.pool, order_id(8))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(payments::order_payment_totals(&db.pool, order_id(8))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn one_batch_one_by_one_in_chunks_and_replayed_give_the_same_rows() {
+    let shop = payment_history();
+    let all = deliveries(&shop.log);
+
+    let whole = migrated().await;
+    apply_directly(&whole.pool, &PaymentsProjection, &all)
+        .await
+        .unwrap();
+    let single = migrated().await;
+    for delivery in &all {
+        apply_directly(
+            &single.pool,
+            &PaymentsProjection,
+            std::slice::from_ref(delivery),
+        )
+        .await
+        .unwrap();
+    }
+    let chunked = migrated().await;
+    for chunk in all.chunks(4) {
+        apply_directly(&chunked.pool, &PaymentsProjection, chunk)
+            .await
+            .unwrap();
+    }
+    apply_directly(&chunked.pool, &PaymentsProjection, &all[2..9])
+        .await
+        .unwrap();
+
+    let expected = dump(&whole.pool, "payments").await;
+    assert!(expected
+        .iter()
+        .any(|(t, rows)| t == "operations" && rows.contains("refund 2")));
+    assert_eq!(dump(&single.pool, "payments").await, expected);
+    assert_eq!(dump(&chunked.pool, "payments").await, expected);
+}
+
+#[tokio::test]
+async fn a_capture_of_a_payment_never_authorised_is_inconsistent() {
+    let db = migrated().await;
+    let capture = fixtures::commit::<Payment>(
+        1,
+        &payment_id(5).to_string(),
+        2,
+        &[PaymentEvent::PaymentCaptured {
+            payment_id: payment_id(5),
+            amount: eur(100),
+        }],
+        day(3, 9),
+    );
+    let result = apply_directly(&db.pool, &PaymentsProjection, &deliveries(&[capture])).await;
+    assert!(
+        matches!(result, Err(ApplyError::Inconsistent(_))),
+        "{result:?}"
+    );
+
+    // As the first event of its stream, a capture is no less out of place.
+    let first = fixtures::commit::<Payment>(
+        1,
+        &payment_id(5).to_string(),
+        1,
+        &[PaymentEvent::PaymentVoided {
+            payment_id: payment_id(5),
+        }],
+        day(3, 9),
+    );
+    let result = apply_directly(&db.pool, &PaymentsProjection, &deliveries(&[first])).await;
+    assert!(
+        matches!(result, Err(ApplyError::Inconsistent(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_of_the_wrong_shape_is_a_decode_error() {
+    let db = migrated().await;
+    let shop = payment_history();
+    let mut broken = shop.log[1].clone();
+    broken.envelope.events[0].payload = serde_json::json!({
+        "PaymentDeclined": { "payment_id": payment_id(1), "amount": 3699 }
+    });
+    let result = apply_directly(&db.pool, &PaymentsProjection, &deliveries(&[broken])).await;
+    assert!(matches!(result, Err(ApplyError::Decode(_))), "{result:?}");
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM payments.payments")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
