@@ -5,16 +5,19 @@
 //!   exactly once, with batching, retries and the sequenced dead-letter queue.
 //! - One module per read model: [`catalog`], [`inventory`], [`orders`], [`payments`],
 //!   [`sales`], [`notifications`].
+//! - [`page`]: keyset pagination shared by the query functions.
 //!
 //! The schema migrations (`migrations/`) are applied by `shopstream migrate` and at
 //! start-up.
 
+mod batch;
 pub mod catalog;
 pub mod dead_letters;
 pub mod fixtures;
 pub mod inventory;
 pub mod notifications;
 pub mod orders;
+pub mod page;
 pub mod payments;
 pub mod projection;
 pub mod runtime;

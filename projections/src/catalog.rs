@@ -1,1 +1,0 @@
-//! The catalog read model (being written).

@@ -1,1 +1,0 @@
-//! The inventory read model (being written).
