@@ -1,5 +1,6 @@
 //! Real servers for tests: a `nats-server -js` per test on a free port with its own store
-//! directory, and a fresh PostgreSQL database per test. Nothing here is a mock.
+//! directory, a fresh PostgreSQL database per test on the shared server, and a private
+//! PostgreSQL server for tests that crash and restart it. Nothing here is a mock.
 //!
 //! The nats-server binary comes from `NATS_SERVER_BIN` (set by `scripts/env.sh` after
 //! `scripts/install.sh`), else from `PATH`.
@@ -7,10 +8,12 @@
 mod http;
 mod nats;
 mod postgres;
+mod postgres_server;
 
 pub use http::http_get;
 pub use nats::{NatsServer, NatsServerOptions};
 pub use postgres::TestDatabase;
+pub use postgres_server::PostgresServer;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
