@@ -18,11 +18,12 @@ use projections::notifications::{
     Notification, NotificationKind, NotificationSender, NotifierProjection, QueryError,
     RetryPolicy, SendError,
 };
-use projections::runtime::apply_directly;
-use projections::{ApplyError, Delivery, DeliveryMode};
+use projections::runtime::{apply_directly, set_schema};
+use projections::{ApplyError, Delivery, DeliveryMode, Projection};
 use serde_json::json;
-use sqlx::PgPool;
-use testkit::TestDatabase;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------
@@ -846,6 +847,73 @@ async fn the_dispatcher_loop_sends_what_is_enqueued_and_stops_on_shutdown() {
         .expect("the loop stops on shutdown")
         .unwrap();
 
+    let expected: HashMap<Uuid, u32> = story
+        .expected_outbox()
+        .iter()
+        .map(|row| (row.id, 1))
+        .collect();
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test]
+async fn a_crash_mid_apply_enqueues_nothing_and_the_dispatcher_loop_carries_on_after_restart() {
+    let mut server = PostgresServer::start().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    projections::migrate(&pool).await.unwrap();
+    let story = Story::new();
+    let sender = Arc::new(RecordingSender::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher = tokio::spawn({
+        let (pool, sender) = (pool.clone(), sender.clone());
+        let config = DispatcherConfig {
+            idle: Duration::from_millis(20),
+            ..DispatcherConfig::default()
+        };
+        async move {
+            run_dispatcher(pool, &*sender, config, async {
+                let _ = stopped.await;
+            })
+            .await;
+        }
+    });
+    let mut connection = PgConnection::connect(&server.url()).await.unwrap();
+    let mut transaction = connection.begin().await.unwrap();
+    set_schema(&mut transaction, "notifications").await.unwrap();
+    NotifierProjection
+        .apply(
+            &mut transaction,
+            &deliveries(&story.commits, DeliveryMode::Live),
+        )
+        .await
+        .unwrap();
+
+    server.kill();
+    let commit = transaction.commit().await;
+    server.start_again().await;
+    let after_restart = outbox(&pool).await;
+    apply(&pool, &story.commits, DeliveryMode::Live).await;
+    let sent = testkit::eventually("three notifications sent", Duration::from_secs(20), || {
+        let sent = sender.sent();
+        async move { (sent.len() == 3).then_some(sent) }
+    })
+    .await;
+    stop.send(()).unwrap();
+    dispatcher.await.unwrap();
+
+    assert!(
+        commit.is_err(),
+        "the projector's commit fails with the server"
+    );
+    assert_eq!(
+        after_restart,
+        [],
+        "the crashed transaction enqueued nothing"
+    );
     let expected: HashMap<Uuid, u32> = story
         .expected_outbox()
         .iter()
