@@ -52,6 +52,10 @@ async fn an_open_transaction_fails_on_kill_and_its_row_is_gone_after_restart() {
         .await
         .unwrap();
     let mut connection = connect(&server).await;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
     let mut transaction = connection.begin().await.unwrap();
     sqlx::query("INSERT INTO crash_log VALUES ('uncommitted')")
         .execute(&mut *transaction)
@@ -59,12 +63,19 @@ async fn an_open_transaction_fails_on_kill_and_its_row_is_gone_after_restart() {
         .unwrap();
 
     server.kill();
+    let backend_state = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok();
     let after_kill = sqlx::query("SELECT count(*) FROM crash_log")
         .execute(&mut *transaction)
         .await;
     let commit = transaction.commit().await;
     server.start_again().await;
 
+    assert!(
+        backend_state
+            .as_ref()
+            .is_none_or(|stat| stat.contains(") Z ")),
+        "the backend of the open transaction died with the server: {backend_state:?}"
+    );
     assert!(
         after_kill.is_err(),
         "a statement after the kill must fail, got {after_kill:?}"

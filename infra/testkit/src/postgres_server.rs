@@ -95,15 +95,38 @@ impl PostgresServer {
         self.port
     }
 
-    /// Kills the postmaster with SIGKILL: an immediate crash, no shutdown checkpoint.
+    /// Crashes the server: SIGKILL to the postmaster and to every process it forked, as
+    /// when the machine or container dies. Nothing is flushed or checkpointed; every open
+    /// connection sees an error, and the next start runs crash recovery from the WAL.
     ///
-    /// The backends notice that their postmaster died and exit on their own, so every
-    /// open connection sees an error; the next start runs crash recovery from the WAL.
+    /// Killing only the postmaster is not enough: its backends notice the death of their
+    /// parent only eventually, and meanwhile they keep serving their clients, commits
+    /// included. So the postmaster is first stopped (SIGSTOP, so that it forks no new
+    /// backend), its children are listed from `/proc`, and then all of them are killed.
     pub fn kill(&mut self) {
-        if let Some(mut postmaster) = self.postmaster.take() {
-            // std's `Child::kill` sends SIGKILL on Unix.
-            let _ = postmaster.kill();
-            let _ = postmaster.wait();
+        let Some(mut postmaster) = self.postmaster.take() else {
+            return;
+        };
+        let pid = postmaster.id();
+        signal("STOP", &[pid]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_state(pid).is_some_and(|state| state != 'T') && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut doomed = children_of(pid);
+        doomed.push(pid);
+        signal("KILL", &doomed);
+        // std's `Child::kill` sends SIGKILL too, in case `kill` could not be run.
+        let _ = postmaster.kill();
+        let _ = postmaster.wait();
+        // The children are not ours to wait for; they are gone once they are zombies.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while doomed
+            .iter()
+            .any(|&child| process_state(child).is_some_and(|state| state != 'Z'))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -111,14 +134,7 @@ impl PostgresServer {
     /// backend and exits without a checkpoint, and returns once they are all gone.
     pub fn stop_immediate(&mut self) {
         if let Some(mut postmaster) = self.postmaster.take() {
-            let signalled = Command::new("kill")
-                .arg("-QUIT")
-                .arg(postmaster.id().to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|status| status.success());
-            if !signalled {
+            if !signal("QUIT", &[postmaster.id()]) {
                 let _ = postmaster.kill();
             }
             let _ = postmaster.wait();
@@ -169,9 +185,9 @@ impl PostgresServer {
 
     /// Spawns the postmaster and waits until it answers a query.
     ///
-    /// Right after a SIGKILL the backends of the dead postmaster may still be attached
-    /// to its shared memory for a moment, and a new postmaster refuses to start then; so
-    /// a postmaster that exits early is spawned again until the deadline.
+    /// A new postmaster refuses to start while a process of the old one is still attached
+    /// to its shared memory (a backend that outlived the wait in `kill`, say); so a
+    /// postmaster that exits early is spawned again until the deadline.
     async fn spawn_until_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         self.spawn()?;
@@ -339,6 +355,50 @@ fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
             bail!("no PostgreSQL server binaries found (set PG_BIN_DIR, or install postgresql)")
         }
     }
+}
+
+/// Sends signal `name` (`KILL`, `STOP`, `QUIT`) to `pids` with the `kill` program, since
+/// the workspace forbids the `unsafe` a direct `kill(2)` needs; true when all got it.
+fn signal(name: &str, pids: &[u32]) -> bool {
+    Command::new("kill")
+        .arg("-s")
+        .arg(name)
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name: state, parent pid, ...
+fn proc_stat(pid: &str) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the last `)` ends it.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z`...), or `None` once it is gone.
+fn process_state(pid: u32) -> Option<char> {
+    proc_stat(&pid.to_string()).map(|(state, _)| state)
+}
+
+/// The live processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let pid: u32 = name.to_str()?.parse().ok()?;
+            let (state, ppid) = proc_stat(name.to_str()?)?;
+            (ppid == parent && state != 'Z').then_some(pid)
+        })
+        .collect()
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -1,1 +1,0 @@
-//! The notifications read model (being written).
