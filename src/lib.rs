@@ -2,6 +2,7 @@
 //! (the composition root). `main.rs` only parses the command line and calls in here,
 //! so tests start the same application as production.
 
+pub mod projecting;
 pub mod settings;
 
 use std::future::Future;

@@ -1,6 +1,8 @@
-//! `shopstream`: one binary, one subcommand per role.
+//! `shopstream`: one binary, one subcommand per role or operator task.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use projections::dead_letters::Action;
+use shopstream::projecting;
 use shopstream::{LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -21,27 +23,146 @@ enum Command {
     Serve(Settings),
     /// Apply the PostgreSQL migrations and exit.
     Migrate(Settings),
+    /// Run every projector (active, or hot standby behind another replica) and the
+    /// notification dispatcher.
+    Project(Settings),
+    /// Read models: progress and lag, rebuilds.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// The sequenced dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Position, lag (events and seconds), parked commits and gaps of every projector.
+    Status {
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Rebuild a read model from the start of the log beside the live one, then switch.
+    Rebuild {
+        /// The projection (catalog, inventory, orders, payments, sales, notifier).
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Parked commits, oldest first, or grouped by error.
+    List {
+        /// Only this consumer.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Group by error fingerprint with counts and oldest age.
+        #[arg(long)]
+        group: bool,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Apply the parked sequence holding <ID> in order; stops at the first failure.
+    Retry(DlqAction),
+    /// Mark the head of the sequence holding <ID> as not applied, then retry the rest.
+    Skip(DlqAction),
+    /// Mark the whole sequence holding <ID> as not applied.
+    Discard(DlqAction),
+}
+
+#[derive(Debug, Args)]
+struct DlqAction {
+    /// A dead-letter id (from `dlq list`).
+    id: uuid::Uuid,
+    /// Why; recorded with the action.
+    #[arg(long)]
+    reason: String,
+    /// Who; recorded with the action.
+    #[arg(long, env = "SHOPSTREAM_ACTOR", default_value = "operator:cli")]
+    actor: String,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+impl Command {
+    fn settings(&self) -> &Settings {
+        match self {
+            Command::Serve(settings) | Command::Migrate(settings) | Command::Project(settings) => {
+                settings
+            }
+            Command::Projections(
+                ProjectionsCommand::Status { settings, .. }
+                | ProjectionsCommand::Rebuild { settings, .. },
+            ) => settings,
+            Command::Dlq(DlqCommand::List { settings, .. })
+            | Command::Dlq(
+                DlqCommand::Retry(DlqAction { settings, .. })
+                | DlqCommand::Skip(DlqAction { settings, .. })
+                | DlqCommand::Discard(DlqAction { settings, .. }),
+            ) => settings,
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = match &cli.command {
-        Command::Serve(settings) | Command::Migrate(settings) => settings,
-    };
-    init_tracing(settings.log_format);
+    init_tracing(cli.command.settings().log_format);
     match cli.command {
         Command::Serve(settings) => {
             let app = shopstream::Application::build(&settings).await?;
             app.run_until_stopped(shopstream::shutdown_signal()).await
         }
         Command::Migrate(settings) => shopstream::migrate(&settings).await,
+        Command::Project(settings) => {
+            projecting::run_projectors(&settings, shopstream::shutdown_signal()).await
+        }
+        Command::Projections(ProjectionsCommand::Status { json, settings }) => {
+            projecting::projections_status(&settings, json).await
+        }
+        Command::Projections(ProjectionsCommand::Rebuild {
+            name,
+            force,
+            settings,
+        }) => projecting::projections_rebuild(&settings, &name, force).await,
+        Command::Dlq(DlqCommand::List {
+            consumer,
+            group,
+            json,
+            settings,
+        }) => projecting::dlq_list(&settings, consumer, group, json).await,
+        Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry).await,
+        Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip).await,
+        Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard).await,
     }
+}
+
+async fn act(action: DlqAction, kind: Action) -> anyhow::Result<()> {
+    projecting::dlq_act(
+        &action.settings,
+        action.id,
+        kind,
+        &action.actor,
+        &action.reason,
+    )
+    .await
 }
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

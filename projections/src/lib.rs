@@ -20,6 +20,7 @@ pub mod orders;
 pub mod page;
 pub mod payments;
 pub mod projection;
+pub mod registry;
 pub mod runtime;
 pub mod sales;
 pub mod status;
