@@ -6,12 +6,16 @@
 //! - One module per read model: [`catalog`], [`inventory`], [`orders`], [`payments`],
 //!   [`sales`], [`notifications`].
 //! - [`page`]: keyset pagination shared by the query functions.
+//! - `commits`: decoding commits and checking version continuity, shared by the
+//!   orders, payments and sales models; `batch`: the batch checks of the catalog and
+//!   inventory models.
 //!
 //! The schema migrations (`migrations/`) are applied by `shopstream migrate` and at
 //! start-up.
 
 mod batch;
 pub mod catalog;
+mod commits;
 pub mod dead_letters;
 pub mod fixtures;
 pub mod inventory;

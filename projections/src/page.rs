@@ -4,6 +4,9 @@
 //! item already seen). The cursor is opaque to clients: it holds the sort key values and
 //! the id of an item, so the next page starts with a row comparison on an index instead
 //! of an `OFFSET` that rescans everything before it.
+//!
+//! Every read model's paginated queries (catalog, inventory, orders) use these, so they
+//! share one [`Page`], one [`QueryError`] and one cursor format.
 
 use std::fmt::Write as _;
 
@@ -11,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The most items one page may hold.
-pub const MAX_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: usize = 100;
 
 /// One page of a keyset-paginated list.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -22,8 +25,9 @@ pub struct Page<T> {
     pub has_next_page: bool,
     /// The cursor of the last item, to pass as `after` for the next page.
     pub end_cursor: Option<String>,
-    /// How many items the whole list holds, over all pages.
-    pub total_count: i64,
+    /// How many items the whole list holds, over all pages; `None` when the query does
+    /// not count them.
+    pub total_count: Option<i64>,
 }
 
 /// Why a read-model query failed.
@@ -32,7 +36,10 @@ pub enum QueryError {
     /// The `after` cursor was not issued by this query.
     #[error("invalid cursor")]
     InvalidCursor,
-    /// An argument is out of range or does not fit the others.
+    /// `first` is larger than [`MAX_PAGE_SIZE`].
+    #[error("a page holds at most {MAX_PAGE_SIZE} items, {0} were asked for")]
+    PageTooLarge(usize),
+    /// An argument other than the page size is out of range or does not fit the others.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// PostgreSQL failed.
@@ -44,14 +51,13 @@ pub enum QueryError {
 /// row that tells whether a next page exists.
 ///
 /// # Errors
-/// [`QueryError::InvalidArgument`] above [`MAX_PAGE_SIZE`].
-pub fn limit_with_lookahead(first: u32) -> Result<i64, QueryError> {
+/// [`QueryError::PageTooLarge`] above [`MAX_PAGE_SIZE`].
+pub fn limit_with_lookahead(first: usize) -> Result<i64, QueryError> {
     if first > MAX_PAGE_SIZE {
-        return Err(QueryError::InvalidArgument(format!(
-            "`first` is at most {MAX_PAGE_SIZE}, not {first}"
-        )));
+        return Err(QueryError::PageTooLarge(first));
     }
-    Ok(i64::from(first) + 1)
+    // At most MAX_PAGE_SIZE + 1, which fits.
+    Ok(i64::try_from(first + 1).expect("page sizes are small"))
 }
 
 impl<T> Page<T> {
@@ -59,11 +65,10 @@ impl<T> Page<T> {
     /// and takes the end cursor from the last item kept.
     pub fn from_lookahead(
         mut items: Vec<T>,
-        first: u32,
-        total_count: i64,
+        first: usize,
+        total_count: Option<i64>,
         cursor_of: impl Fn(&T) -> String,
     ) -> Self {
-        let first = first as usize;
         let has_next_page = items.len() > first;
         items.truncate(first);
         let end_cursor = items.last().map(cursor_of);
@@ -107,6 +112,9 @@ pub fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Result<K, QueryError>
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+    use uuid::Uuid;
+
     use super::*;
 
     #[test]
@@ -141,14 +149,50 @@ mod tests {
     }
 
     #[test]
+    fn a_time_and_id_cursor_decodes_to_what_was_encoded() {
+        let time = DateTime::from_timestamp_micros(1_718_000_000_123_456).unwrap();
+        let id = Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
+        let cursor = encode_cursor(&(time, id));
+        assert_eq!(
+            decode_cursor::<(DateTime<Utc>, Uuid)>(&cursor).unwrap(),
+            (time, id)
+        );
+    }
+
+    #[test]
+    fn malformed_time_and_id_cursors_are_rejected() {
+        // The last is a cursor of the orders model's former `v1|micros|id` format.
+        for cursor in [
+            "",
+            "abc",
+            "zz",
+            "76327c317c32",
+            "not a cursor at all",
+            "76317c317c3030303030303030303030303030303030303030303030303030303030303031",
+        ] {
+            assert!(
+                matches!(
+                    decode_cursor::<(DateTime<Utc>, Uuid)>(cursor),
+                    Err(QueryError::InvalidCursor)
+                ),
+                "{cursor:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
     fn the_lookahead_row_sets_has_next_page_and_is_dropped() {
-        let page = Page::from_lookahead(vec![1, 2, 3], 2, 9, |n| n.to_string());
+        let page = Page::from_lookahead(vec![1, 2, 3], 2, Some(9), |n| n.to_string());
         assert_eq!(page.items, vec![1, 2]);
         assert!(page.has_next_page);
         assert_eq!(page.end_cursor.as_deref(), Some("2"));
-        let last = Page::from_lookahead(vec![1, 2], 2, 2, |n| n.to_string());
+        let last = Page::from_lookahead(vec![1, 2], 2, None, |n| n.to_string());
         assert!(!last.has_next_page);
-        assert!(limit_with_lookahead(MAX_PAGE_SIZE + 1).is_err());
+        assert!(matches!(
+            limit_with_lookahead(MAX_PAGE_SIZE + 1),
+            Err(QueryError::PageTooLarge(101))
+        ));
+        assert_eq!(limit_with_lookahead(MAX_PAGE_SIZE).unwrap(), 101);
         assert_eq!(limit_with_lookahead(10).unwrap(), 11);
     }
 }

@@ -14,9 +14,9 @@ use domain::order::{Canceller, Order, OrderCommand, OrderLine, OrderStatus};
 use domain::payment::{Payment, PaymentCommand, PaymentMethod};
 use infra_nats::RecordedCommit;
 use projections::orders::{
-    self, OrderFilter, OrderLineView, OrderSummary, OrdersProjection, Page, PaymentState,
-    QueryError, StatusChange,
+    self, OrderFilter, OrderLineView, OrderSummary, OrdersProjection, PaymentState, StatusChange,
 };
+use projections::page::{Page, QueryError};
 use projections::runtime::apply_directly;
 use projections::{fixtures, ApplyError, Delivery, DeliveryMode};
 use sqlx::PgPool;

@@ -161,9 +161,9 @@ const AVAILABILITY: &str = "CROSS JOIN LATERAL (
 /// matching products.
 ///
 /// # Errors
-/// [`QueryError::InvalidArgument`] for `first` above 100 or [`ProductSort::Relevance`]
-/// without a search, [`QueryError::InvalidCursor`] for a cursor this function did not
-/// issue for `sort`, [`QueryError::Database`].
+/// [`QueryError::PageTooLarge`] for `first` above 100, [`QueryError::InvalidArgument`]
+/// for [`ProductSort::Relevance`] without a search, [`QueryError::InvalidCursor`] for a
+/// cursor this function did not issue for `sort`, [`QueryError::Database`].
 pub async fn products(
     pool: &PgPool,
     filter: &ProductFilter,
@@ -172,6 +172,8 @@ pub async fn products(
     first: u32,
     after: Option<&str>,
 ) -> Result<Page<ProductSummary>, QueryError> {
+    // A u32 fits a usize on every target this builds for.
+    let first = first as usize;
     let limit = limit_with_lookahead(first)?;
     let search = filter
         .search
@@ -235,7 +237,9 @@ pub async fn products(
     push_from_where(&mut count, filter, search, filter.in_stock);
     let total_count: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
-    let page = Page::from_lookahead(items, first, total_count, |(_, cursor)| cursor.clone());
+    let page = Page::from_lookahead(items, first, Some(total_count), |(_, cursor)| {
+        cursor.clone()
+    });
     Ok(Page {
         items: page.items.into_iter().map(|(summary, _)| summary).collect(),
         has_next_page: page.has_next_page,

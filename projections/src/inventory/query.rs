@@ -86,7 +86,7 @@ pub async fn stock_levels(pool: &PgPool, skus: &[String]) -> Result<Vec<StockLev
 /// The movements of `sku`, newest first, `first` (at most 100) after the cursor `after`.
 ///
 /// # Errors
-/// [`QueryError::InvalidArgument`] for `first` above 100, [`QueryError::InvalidCursor`]
+/// [`QueryError::PageTooLarge`] for `first` above 100, [`QueryError::InvalidCursor`]
 /// for a cursor this function did not issue, [`QueryError::Database`].
 pub async fn movements(
     pool: &PgPool,
@@ -94,6 +94,8 @@ pub async fn movements(
     first: u32,
     after: Option<&str>,
 ) -> Result<Page<Movement>, QueryError> {
+    // A u32 fits a usize on every target this builds for.
+    let first = first as usize;
     let limit = limit_with_lookahead(first)?;
     let after: Option<(i64, i32)> = after.map(decode_cursor).transpose()?;
     let (after_position, after_index) = after.unzip();
@@ -121,7 +123,7 @@ pub async fn movements(
             .bind(sku)
             .fetch_one(pool)
             .await?;
-    Ok(Page::from_lookahead(items, first, total_count, |m| {
+    Ok(Page::from_lookahead(items, first, Some(total_count), |m| {
         encode_cursor(&(m.position, m.event_index))
     }))
 }

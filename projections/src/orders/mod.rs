@@ -15,10 +15,8 @@
 //! for names, since a read model reads nothing outside its own schema.
 //!
 //! The query functions ([`order`], [`customer_orders`], [`orders`]) read the live schema
-//! for the API, with keyset pagination ([`Page`]).
+//! for the API, with keyset pagination ([`Page`](crate::page::Page)).
 
-mod commits;
-mod page;
 mod projection;
 pub(crate) mod query;
 
@@ -27,8 +25,6 @@ use std::str::FromStr;
 
 use domain::order::OrderStatus;
 
-pub(crate) use commits::{continuity, decode_commit, event_index, Continuity, Decoded};
-pub use page::{Page, QueryError, MAX_PAGE_SIZE};
 pub use projection::OrdersProjection;
 pub use query::{
     customer_orders, order, orders, Cancellation, OrderDetail, OrderFilter, OrderLineView,

@@ -14,8 +14,8 @@ use domain::payment::{Payment, PaymentEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::commits::{continuity, decode_commit, event_index, Continuity, Decoded};
 use super::PaymentState;
+use crate::commits::{continuity, decode_commit, event_index, Continuity, Decoded};
 use crate::projection::{ApplyError, Delivery, Projection};
 
 /// Projects orders, their lines, status timeline and payment state into the `orders`

@@ -9,8 +9,8 @@ use domain::order::OrderStatus;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::page::{decode_cursor, encode_cursor, fetch_limit, into_page};
-use super::{parse_order_status, Page, PaymentState, QueryError};
+use super::{parse_order_status, PaymentState};
+use crate::page::{decode_cursor, encode_cursor, limit_with_lookahead, Page, QueryError};
 
 /// An order as listed: who, how much, where it stands.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -32,7 +32,7 @@ pub struct OrderSummary {
 impl OrderSummary {
     /// The opaque cursor pointing just after this order in a newest-first list.
     pub fn cursor(&self) -> String {
-        encode_cursor(self.placed_at, self.id.as_uuid())
+        encode_cursor(&(self.placed_at, self.id.as_uuid()))
     }
 }
 
@@ -295,8 +295,8 @@ async fn list(
     after: Option<&str>,
     count: bool,
 ) -> Result<Page<OrderSummary>, QueryError> {
-    let limit = fetch_limit(first)?;
-    let after = after.map(decode_cursor).transpose()?;
+    let limit = limit_with_lookahead(first)?;
+    let after: Option<(DateTime<Utc>, Uuid)> = after.map(decode_cursor).transpose()?;
 
     let mut query = QueryBuilder::<Postgres>::new(format!(
         "SELECT {SUMMARY_COLUMNS} FROM orders.orders WHERE true"
@@ -328,7 +328,12 @@ async fn list(
     } else {
         None
     };
-    Ok(into_page(items, first, OrderSummary::cursor, total_count))
+    Ok(Page::from_lookahead(
+        items,
+        first,
+        total_count,
+        OrderSummary::cursor,
+    ))
 }
 
 fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &OrderFilter) {

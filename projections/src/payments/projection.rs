@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{OperationKind, PaymentStatus};
-use crate::orders::{continuity, decode_commit, event_index, Continuity, Decoded};
+use crate::commits::{continuity, decode_commit, event_index, Continuity, Decoded};
 use crate::projection::{ApplyError, Delivery, Projection};
 
 /// Projects payments and their operations into the `payments` schema.

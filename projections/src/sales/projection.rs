@@ -11,7 +11,7 @@ use domain::order::{Order, OrderEvent, OrderStatus};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::orders::{continuity, decode_commit, Continuity, Decoded};
+use crate::commits::{continuity, decode_commit, Continuity, Decoded};
 use crate::projection::{ApplyError, Delivery, Projection};
 
 /// Projects order events into the sales analytics of the `sales` schema; see
