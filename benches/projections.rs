@@ -63,6 +63,10 @@ fn main() -> anyhow::Result<()> {
     let aggregates: u64 = env_or("BENCH_AGGREGATES", 10_000)?;
     let live_rate: u64 = env_or("BENCH_LIVE_RATE", 2_000)?;
     let live_seconds: u64 = env_or("BENCH_LIVE_SECONDS", 10)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -97,6 +101,15 @@ async fn run(
         note: String::new(),
     });
 
+    for filters in [
+        vec!["events.inventory.*"],
+        vec!["events.inventory.*", "events.product.*"],
+        vec!["events.>"],
+    ] {
+        eprintln!("read: {filters:?}");
+        rows.push(read_only(&jetstream, &filters, commits).await?);
+    }
+
     for projection in [
         Arc::new(InventoryProjection) as Arc<dyn Projection>,
         Arc::new(CatalogProjection),
@@ -124,22 +137,28 @@ async fn run(
         task.await?;
     }
 
-    eprintln!("rebuild: inventory");
-    let started = Instant::now();
-    let report = rebuild(
-        Arc::new(InventoryProjection),
-        &db.pool,
-        &jetstream,
-        &RebuildOptions::default(),
-        |_| {},
-    )
-    .await?;
-    rows.push(Row {
-        step: "rebuild: inventory (beside the live tables, then switch)".into(),
-        items: report.commits,
-        seconds: started.elapsed().as_secs_f64(),
-        note: String::new(),
-    });
+    for projection in [
+        Arc::new(InventoryProjection) as Arc<dyn Projection>,
+        Arc::new(CatalogProjection),
+    ] {
+        eprintln!("rebuild: {}", projection.name());
+        let name = projection.name();
+        let started = Instant::now();
+        let report = rebuild(
+            projection,
+            &db.pool,
+            &jetstream,
+            &RebuildOptions::default(),
+            |_| {},
+        )
+        .await?;
+        rows.push(Row {
+            step: format!("rebuild: {name} (beside the live tables, then switch)"),
+            items: report.commits,
+            seconds: started.elapsed().as_secs_f64(),
+            note: String::new(),
+        });
+    }
 
     eprintln!("live: {live_rate} commits/s for {live_seconds} s");
     let lag = live_lag(
@@ -312,6 +331,39 @@ async fn live_lag(
         events,
         latency_us,
         applied_rate: count as f64 / elapsed,
+    })
+}
+
+/// Reads `count` commits with an ordered consumer on `filters`, applying nothing: what
+/// the server and client deliver.
+async fn read_only(
+    jetstream: &jetstream::Context,
+    filters: &[&str],
+    count: u64,
+) -> anyhow::Result<Row> {
+    use futures::StreamExt;
+    let stream = jetstream
+        .get_stream(infra_nats::subjects::EVENTS_STREAM)
+        .await?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subjects: filters.iter().map(|f| (*f).to_owned()).collect(),
+            ..Default::default()
+        })
+        .await?;
+    let started = Instant::now();
+    let mut messages = consumer.messages().await?.take(usize::try_from(count)?);
+    while let Some(message) = messages.next().await {
+        message?;
+    }
+    Ok(Row {
+        step: format!(
+            "read only: ordered consumer filtered on {}",
+            filters.join(" + ")
+        ),
+        items: count,
+        seconds: started.elapsed().as_secs_f64(),
+        note: "no PostgreSQL".into(),
     })
 }
 

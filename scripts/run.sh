@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: a JetStream nats-server (fsync on every write,
-# state in .data/nats), PostgreSQL, and `shopstream serve` on HTTP_ADDR (default
-# 127.0.0.1:8080). Ctrl-C stops shopstream and the nats-server it started.
+# state in .data/nats), PostgreSQL, `shopstream project` (the projectors that build the
+# read models) and `shopstream serve` on HTTP_ADDR (default 127.0.0.1:8080). Ctrl-C
+# stops shopstream and the nats-server it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +21,9 @@ nats_pid=$!
 trap 'kill $nats_pid 2>/dev/null || true' EXIT
 echo "nats-server (pid $nats_pid) on $NATS_URL, log in .data/nats-server.log"
 
-cargo run --locked --bin shopstream -- serve
+cargo build --locked --bin shopstream
+target_dir="${CARGO_TARGET_DIR:-target}"
+"$target_dir/debug/shopstream" project &
+projector_pid=$!
+trap 'kill $projector_pid 2>/dev/null || true; kill $nats_pid 2>/dev/null || true' EXIT
+"$target_dir/debug/shopstream" serve

@@ -30,6 +30,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// "effects" row, which must never be written on a rebuild.
 struct Ledger {
     fixed: Arc<AtomicBool>,
+    version: i32,
+    aggregate_types: &'static [&'static str],
 }
 
 #[async_trait]
@@ -41,10 +43,10 @@ impl Projection for Ledger {
         "ledger"
     }
     fn version(&self) -> i32 {
-        1
+        self.version
     }
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["inventory"]
+        self.aggregate_types
     }
     async fn apply(
         &self,
@@ -129,6 +131,8 @@ impl Harness {
     fn projection(&self) -> Arc<dyn Projection> {
         Arc::new(Ledger {
             fixed: Arc::clone(&self.fixed),
+            version: 1,
+            aggregate_types: &["inventory"],
         })
     }
 
@@ -657,6 +661,8 @@ async fn postgres_killed_mid_transaction_loses_nothing_and_doubles_nothing() {
         .unwrap();
     let projection: Arc<dyn Projection> = Arc::new(Ledger {
         fixed: Arc::new(AtomicBool::new(false)),
+        version: 1,
+        aggregate_types: &["inventory"],
     });
     let projector = Projector::new(projection, pool.clone(), jetstream.clone(), config());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -724,6 +730,151 @@ async fn postgres_killed_mid_transaction_loses_nothing_and_doubles_nothing() {
         .unwrap();
     let committed: i64 = oracle.0.values().map(|(_, p)| p.len() as i64).sum();
     assert_eq!(effects, committed);
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_projection_version_rebuilds_itself_at_start_up() {
+    let harness = Harness::start().await;
+    let (stop, task) = harness.spawn_projector();
+    let mut oracle = Oracle::default();
+    let mut last = 0;
+    for i in 0..50u32 {
+        last = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, last);
+        let _ = i;
+    }
+    harness.wait_for_position(last).await;
+    drop(stop);
+    task.await.unwrap();
+    // Tamper with the live tables, as a buggy version 1 might have.
+    sqlx::query("UPDATE ledger.skus SET received = -1")
+        .execute(&harness.db.pool)
+        .await
+        .unwrap();
+
+    let version_2: Arc<dyn Projection> = Arc::new(Ledger {
+        fixed: Arc::clone(&harness.fixed),
+        version: 2,
+        aggregate_types: &["inventory"],
+    });
+    let projector = Projector::new(
+        version_2,
+        harness.db.pool.clone(),
+        harness.jetstream.clone(),
+        config(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(projector.run(async {
+        let _ = stopped.await;
+    }));
+    eventually("version 2 to be live", WAIT, || async {
+        let version: i32 = sqlx::query_scalar(
+            "SELECT version FROM projector_positions WHERE projector = 'ledger'",
+        )
+        .fetch_one(&harness.db.pool)
+        .await
+        .unwrap();
+        (version == 2).then_some(())
+    })
+    .await;
+    assert_eq!(harness.ledger().await, oracle.0, "rebuilt from the log");
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn status_reports_position_lag_and_parked_commits() {
+    let harness = Harness::start().await;
+    let projection = harness.projection();
+    let mut last = 0;
+    for i in 0..30u32 {
+        last = harness.receive(&format!("SKU-{}", i % 3), 1, "po").await;
+    }
+    let poison = harness.receive("P", 1, "poison").await;
+    harness.receive("P", 1, "po").await;
+    let before =
+        projections::status::projector_status(&harness.db.pool, &harness.jetstream, &*projection)
+            .await
+            .unwrap();
+    assert_eq!(before.position, 0);
+    assert_eq!(before.lag_events, poison + 1);
+    assert_eq!(before.parked, 0);
+
+    let (stop, task) = harness.spawn_projector();
+    harness.wait_for_position(poison + 1).await;
+    let after = eventually("the acks to reach the server", WAIT, || async {
+        let status = projections::status::projector_status(
+            &harness.db.pool,
+            &harness.jetstream,
+            &*projection,
+        )
+        .await
+        .unwrap();
+        (status.lag_events == 0).then_some(status)
+    })
+    .await;
+    assert_eq!(after.position, poison + 1);
+    assert_eq!(after.stream_position, poison + 1);
+    assert_eq!(after.lag_seconds, 0.0);
+    assert_eq!(after.parked, 2, "the poison commit and the one behind it");
+    assert_eq!(after.stored_version, Some(1));
+    assert!(after.last_event_at.is_some());
+    let _ = last;
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_projection_of_several_types_passes_over_commits_of_other_types() {
+    let harness = Harness::start().await;
+    let projection: Arc<dyn Projection> = Arc::new(Ledger {
+        fixed: Arc::clone(&harness.fixed),
+        version: 1,
+        // Two types: the consumer reads the whole log (one filter subject).
+        aggregate_types: &["inventory", "product"],
+    });
+    assert_eq!(
+        projections::runtime::consumer_filter(projection.aggregate_types()),
+        "events.>"
+    );
+    let projector = Projector::new(
+        Arc::clone(&projection),
+        harness.db.pool.clone(),
+        harness.jetstream.clone(),
+        config(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(projector.run(async {
+        let _ = stopped.await;
+    }));
+    let mut oracle = Oracle::default();
+    let mut last = 0;
+    for i in 0..40u32 {
+        let position = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, position);
+        // Not a commit this projection could read: it must neither apply nor park it.
+        last = harness
+            .jetstream
+            .publish(
+                aggregate_subject("order", &format!("o-{i}")),
+                "not json".into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence;
+    }
+    harness.wait_for_position(last).await;
+    assert_eq!(harness.ledger().await, oracle.0);
+    assert_eq!(
+        dead_letters::parked_count(&harness.db.pool, "ledger")
+            .await
+            .unwrap(),
+        0
+    );
     drop(stop);
     task.await.unwrap();
 }

@@ -10,7 +10,7 @@ pub(crate) mod sink_conversions {
 }
 
 pub use failure::{fingerprint, is_transient, is_transient_sql};
-pub use projector::{Projector, ProjectorConfig};
+pub use projector::{consumer_filter, Projector, ProjectorConfig};
 pub use rebuild::{rebuild, RebuildError, RebuildOptions, RebuildProgress, RebuildReport};
 pub use sink::{AggregateKey, BatchError, BatchOutcome, Incoming, RetryPolicy, Sink, Target, Term};
 

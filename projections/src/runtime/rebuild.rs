@@ -120,6 +120,11 @@ pub async fn rebuild(
     }
 
     prepare_schema(pool, live, &next, name).await?;
+    tracing::debug!(
+        projection = name,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rebuild schema prepared"
+    );
     let target = Target {
         projection: Arc::clone(&projection),
         schema: next.clone(),
@@ -131,11 +136,7 @@ pub async fn rebuild(
     let stream = jetstream.get_stream(EVENTS_STREAM).await.map_err(nats)?;
     let reader = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subjects: projection
-                .aggregate_types()
-                .iter()
-                .map(|t| aggregate_type_filter(t))
-                .collect(),
+            filter_subject: super::projector::consumer_filter(projection.aggregate_types()),
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })
@@ -145,7 +146,7 @@ pub async fn rebuild(
         .messages()
         .await
         .map_err(nats)?
-        .ready_chunks(options.batch_size);
+        .ready_chunks(options.batch_size / 2);
 
     let mut report = RebuildReport {
         projection: name.to_owned(),
@@ -157,7 +158,7 @@ pub async fn rebuild(
     // Phase 1: read the log to its end as of now; the live projector carries on.
     if has_commits(&stream, &*projection).await? {
         loop {
-            let (batch, remaining) = read_batch(&mut chunks).await?;
+            let (batch, remaining) = read_batch(&mut chunks, options.batch_size).await?;
             let outcome = sink.apply_until_committed(&batch, || false).await?;
             report.record(&outcome);
             progress(&RebuildProgress {
@@ -172,6 +173,12 @@ pub async fn rebuild(
         }
     }
 
+    tracing::debug!(
+        projection = name,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        position = report.position,
+        "rebuild read the log"
+    );
     // Phase 2: hold the live projector still (it waits on its position row), catch up
     // with whatever it applied meanwhile, and switch in the same transaction.
     let mut tx = pool.begin().await?;
@@ -183,10 +190,16 @@ pub async fn rebuild(
     .await?;
     let live_position = live_position.map_or(0, to_u64);
     while report.position < live_position {
-        let (batch, _) = read_batch(&mut chunks).await?;
+        let (batch, _) = read_batch(&mut chunks, options.batch_size).await?;
         let outcome = sink.apply_until_committed(&batch, || false).await?;
         report.record(&outcome);
     }
+    tracing::debug!(
+        projection = name,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        live_position,
+        "rebuild caught up with the live projector"
+    );
     finish_switch(tx, &*projection, &next, report.position).await?;
     sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(format!("shopstream.rebuild.{name}"))
@@ -198,28 +211,34 @@ pub async fn rebuild(
 }
 
 /// The next chunk of the reader, and how many commits are left after it.
-async fn read_batch<S, E>(chunks: &mut S) -> Result<(Vec<Incoming>, u64), RebuildError>
+async fn read_batch<S, E>(
+    chunks: &mut S,
+    batch_size: usize,
+) -> Result<(Vec<Incoming>, u64), RebuildError>
 where
     S: futures::Stream<Item = Vec<Result<jetstream::Message, E>>> + Unpin,
     E: std::fmt::Display,
 {
-    let chunk = match tokio::time::timeout(Duration::from_secs(10), chunks.next()).await {
-        Err(_) => return Err(RebuildError::Nats("no commit read for 10 s".into())),
-        Ok(None) => return Err(RebuildError::Nats("the reader ended".into())),
-        Ok(Some(chunk)) => chunk,
-    };
-    let mut batch = Vec::with_capacity(chunk.len());
+    let mut batch = Vec::with_capacity(batch_size);
     let mut remaining = 0;
-    for message in chunk {
-        let message = message.map_err(nats)?;
-        let info = message.info().map_err(nats)?;
-        remaining = info.pending;
-        batch.push(Incoming {
-            position: info.stream_sequence,
-            subject: message.subject.to_string(),
-            payload: message.payload.clone(),
-            published: info.published,
-        });
+    // Read on while the server has more for us, up to a full batch.
+    while batch.is_empty() || remaining > 0 && batch.len() < batch_size {
+        let chunk = match tokio::time::timeout(Duration::from_secs(10), chunks.next()).await {
+            Err(_) => return Err(RebuildError::Nats("no commit read for 10 s".into())),
+            Ok(None) => return Err(RebuildError::Nats("the reader ended".into())),
+            Ok(Some(chunk)) => chunk,
+        };
+        for message in chunk {
+            let message = message.map_err(nats)?;
+            let info = message.info().map_err(nats)?;
+            remaining = info.pending;
+            batch.push(Incoming {
+                position: info.stream_sequence,
+                subject: message.subject.to_string(),
+                payload: message.payload.clone(),
+                published: info.published,
+            });
+        }
     }
     Ok((batch, remaining))
 }

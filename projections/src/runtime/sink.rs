@@ -120,7 +120,8 @@ pub enum BatchError {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub applied: usize,
-    /// Commits at or below the stored position: already applied earlier.
+    /// Commits at or below the stored position (already applied earlier), or of an
+    /// aggregate type the projection does not consume.
     pub skipped: usize,
     pub parked: usize,
     /// The position stored after the batch.
@@ -284,8 +285,15 @@ impl Sink {
         let mut parked = self.parked.clone();
         let mut to_park: Vec<ParkedCommit> = Vec::new();
         let mut decoded: Vec<(AggregateKey, &Incoming, RecordedCommit)> = Vec::new();
+        let consumed = self.target.projection.aggregate_types();
         for message in fresh {
             let key = message.aggregate();
+            if !consumed.contains(&key.aggregate_type.as_str()) && key.aggregate_type != "?" {
+                // Read only because the consumer's filter is wider than the projection
+                // (see `consumer_filter`): not the projection's business.
+                outcome.skipped += 1;
+                continue;
+            }
             if let Some(&head) = parked.get(&key) {
                 to_park.push(ParkedCommit::behind(message, key, head));
                 continue;
