@@ -1,5 +1,5 @@
-//! The `shopstream project` process killed with SIGKILL at arbitrary points, many times,
-//! under a steady load of real commands: afterwards the inventory read model equals the
+//! Two `shopstream project` processes, one of them killed with SIGKILL at arbitrary
+//! points, many times, under a steady load of real commands: afterwards the inventory read model equals the
 //! test's own record of acknowledged commands, no effect is doubled, and the stored
 //! position is the last applied commit.
 
@@ -96,7 +96,7 @@ async fn drive(bus: Arc<CommandBus<Inventory>>, sku: String, running: Arc<Atomic
 }
 
 #[tokio::test]
-async fn the_projector_process_killed_at_random_points_converges_to_the_acknowledged_commands() {
+async fn projector_processes_killed_at_random_points_converge_to_the_acknowledged_commands() {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
     // Provision the stream before the load starts.
@@ -124,16 +124,19 @@ async fn the_projector_process_killed_at_random_points_converges_to_the_acknowle
         })
         .collect();
 
-    // Kill the projector at pseudo-random points (a fixed seed, so a failure replays).
+    // Two replicas run at once (one active per projector, one standby). Kill one of
+    // them at pseudo-random points (a fixed seed, so a failure replays) and start it
+    // again, eight times.
+    let mut replicas = [spawn_projector(&nats, &db), spawn_projector(&nats, &db)];
     let mut seed: u64 = 0x5eed;
     let mut positions_at_kill = Vec::new();
     for _ in 0..8 {
-        let mut projector = spawn_projector(&nats, &db);
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let alive = Duration::from_millis(300 + (seed >> 33) % 900);
         tokio::time::sleep(alive).await;
-        projector.kill().expect("SIGKILL");
-        projector.wait().unwrap();
+        let victim = usize::from(seed >> 63 == 1);
+        replicas[victim].kill().expect("SIGKILL");
+        replicas[victim].wait().unwrap();
         let position: Option<i64> = sqlx::query_scalar(
             "SELECT position FROM projector_positions WHERE projector = 'inventory'",
         )
@@ -141,6 +144,7 @@ async fn the_projector_process_killed_at_random_points_converges_to_the_acknowle
         .await
         .unwrap();
         positions_at_kill.push(position.unwrap_or(0));
+        replicas[victim] = spawn_projector(&nats, &db);
     }
     running.store(false, Ordering::SeqCst);
     let mut expected = BTreeMap::new();
@@ -154,7 +158,6 @@ async fn the_projector_process_killed_at_random_points_converges_to_the_acknowle
         "positions at each kill: {positions_at_kill:?}"
     );
 
-    let mut projector = spawn_projector(&nats, &db);
     let last = infra_nats::stream_last_position(&async_nats::jetstream::new(client))
         .await
         .unwrap();
@@ -173,8 +176,10 @@ async fn the_projector_process_killed_at_random_points_converges_to_the_acknowle
         },
     )
     .await;
-    projector.kill().unwrap();
-    projector.wait().unwrap();
+    for mut replica in replicas {
+        replica.kill().unwrap();
+        replica.wait().unwrap();
+    }
 
     let rows: Vec<(String, i64, i64)> =
         sqlx::query_as("SELECT sku, on_hand, reserved FROM inventory.stock_levels ORDER BY sku")

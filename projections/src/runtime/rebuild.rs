@@ -158,8 +158,17 @@ pub async fn rebuild(
     // Phase 1: read the log to its end as of now; the live projector carries on.
     if has_commits(&stream, &*projection).await? {
         loop {
+            let reading = Instant::now();
             let (batch, remaining) = read_batch(&mut chunks, options.batch_size).await?;
+            let applying = Instant::now();
             let outcome = sink.apply_until_committed(&batch, || false).await?;
+            tracing::trace!(
+                projection = name,
+                commits = batch.len(),
+                read_ms = (applying - reading).as_secs_f64() * 1000.0,
+                apply_ms = applying.elapsed().as_secs_f64() * 1000.0,
+                "rebuild batch"
+            );
             report.record(&outcome);
             progress(&RebuildProgress {
                 position: report.position,
