@@ -67,6 +67,16 @@ pub async fn run_projectors(
     Ok(())
 }
 
+/// A pool on a database with every migration applied (idempotent; operator commands
+/// may be the first thing run against a new database).
+async fn migrated_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    let db = connect_database(&settings.database_url).await?;
+    projections::migrate(&db)
+        .await
+        .context("migrating PostgreSQL")?;
+    Ok(db)
+}
+
 fn projection_named(name: &str) -> anyhow::Result<Arc<dyn Projection>> {
     registry::by_name(name).with_context(|| {
         let known: Vec<&str> = registry::all().iter().map(|p| p.name()).collect();
@@ -80,7 +90,7 @@ fn projection_named(name: &str) -> anyhow::Result<Arc<dyn Projection>> {
 /// When NATS or PostgreSQL fail.
 pub async fn projections_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let nats = connect_nats(settings).await?;
-    let db = connect_database(&settings.database_url).await?;
+    let db = migrated_database(settings).await?;
     let jetstream = jetstream::new(nats);
     let mut statuses = Vec::new();
     for projection in registry::all() {
@@ -178,7 +188,7 @@ pub async fn dlq_list(
     grouped: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let db = connect_database(&settings.database_url).await?;
+    let db = migrated_database(settings).await?;
     if grouped {
         let groups = dead_letters::groups(&db).await?;
         if json {
@@ -239,7 +249,7 @@ pub async fn dlq_act(
     actor: &str,
     reason: &str,
 ) -> anyhow::Result<()> {
-    let db = connect_database(&settings.database_url).await?;
+    let db = migrated_database(settings).await?;
     let sequence = dead_letters::sequence_of(&db, id).await?;
     let projection = projection_named(&sequence.consumer)?;
     let outcome = dead_letters::act(&db, &projection, &sequence, action, actor, reason).await?;
