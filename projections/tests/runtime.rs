@@ -878,3 +878,40 @@ async fn a_projection_of_several_types_passes_over_commits_of_other_types() {
     drop(stop);
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_projector_resumes_on_its_own_after_nats_restarts() {
+    let mut harness = Harness::start().await;
+    let (stop, task) = harness.spawn_projector();
+    let mut oracle = Oracle::default();
+    let mut last = 0;
+    for _ in 0..50u32 {
+        last = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, last);
+    }
+    harness.wait_for_position(last).await;
+
+    harness.nats.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.nats.restart();
+    // The clients reconnect by themselves; the projector must resume without a restart.
+    // (The test's own publishes wait until JetStream answers again, so that no ack is
+    // lost and the oracle stays exact.)
+    eventually("JetStream to answer again", WAIT, || async {
+        harness
+            .jetstream
+            .get_stream("EVENTS")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    for _ in 0..50u32 {
+        last = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, last);
+    }
+    harness.wait_for_position(last).await;
+    assert_eq!(harness.ledger().await, oracle.0);
+    drop(stop);
+    task.await.unwrap();
+}
