@@ -485,16 +485,19 @@ async fn discard_drops_a_parked_sequence_without_applying_it() {
 #[tokio::test]
 async fn two_replicas_lose_nothing_and_reorder_nothing_when_the_active_one_dies() {
     let harness = Harness::start().await;
-    let first = harness.spawn_projector();
-    let second = harness.spawn_projector();
     let mut oracle = Oracle::default();
-    let mut last = 0;
-    for i in 0..200u32 {
+    // The first replica is the active one (it is alone when the first commit lands).
+    let first = harness.spawn_projector();
+    let mut last = harness.receive("SKU-0", 1, "po").await;
+    oracle.record("SKU-0", 1, last);
+    harness.wait_for_position(last).await;
+    let second = harness.spawn_projector();
+    for i in 1..200u32 {
         let sku = format!("SKU-{}", i % 5);
         last = harness.receive(&sku, 1, "po").await;
         oracle.record(&sku, 1, last);
         if i == 100 {
-            // Abort whichever is active mid-stream (both tasks: the lock moves on).
+            // The active replica dies mid-stream; the standby takes over.
             first.1.abort();
         }
     }

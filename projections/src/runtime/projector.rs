@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
 use infra_nats::subjects::{aggregate_type_filter, EVENTS_STREAM};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 
 use super::sink::{BatchError, Incoming, RetryPolicy, Sink, Target};
 use crate::projection::{DeliveryMode, Projection};
@@ -112,9 +112,12 @@ impl Projector {
         tokio::pin!(shutdown);
         let name = self.projection.name();
         let mut failures = 0u32;
+        // A standby keeps one connection for its lock attempts instead of opening one
+        // per attempt; it becomes the lock connection when the attempt succeeds.
+        let mut standby_connection: Option<PgConnection> = None;
         loop {
             let attempt = async {
-                match self.try_lock().await? {
+                match self.try_lock(&mut standby_connection).await? {
                     Some(lock) => {
                         tracing::info!(projector = name, "active");
                         self.lead(lock).await
@@ -144,8 +147,14 @@ impl Projector {
     }
 
     /// The lock connection when this instance became the active one.
-    async fn try_lock(&self) -> Result<Option<PgConnection>, LeadError> {
-        let mut conn = self.pool.acquire().await?.detach();
+    async fn try_lock(
+        &self,
+        standby_connection: &mut Option<PgConnection>,
+    ) -> Result<Option<PgConnection>, LeadError> {
+        let mut conn = match standby_connection.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?.detach(),
+        };
         let locked: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
                 .bind(Self::lock_key(&*self.projection))
@@ -154,7 +163,7 @@ impl Projector {
         if locked {
             Ok(Some(conn))
         } else {
-            conn.close().await.ok();
+            *standby_connection = Some(conn);
             Ok(None)
         }
     }

@@ -316,7 +316,12 @@ impl Sink {
             .map(|(_, _, commit)| Delivery { commit, mode })
             .collect();
         savepoint(&mut tx, "batch").await?;
-        match self.target.projection.apply(&mut tx, &deliveries).await {
+        let applied = if deliveries.is_empty() {
+            Ok(())
+        } else {
+            self.target.projection.apply(&mut tx, &deliveries).await
+        };
+        match applied {
             Ok(()) => outcome.applied = deliveries.len(),
             Err(error) if is_transient(&error) => {
                 return Err(BatchError::Transient(error.to_string()))
