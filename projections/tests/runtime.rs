@@ -918,3 +918,48 @@ async fn the_projector_resumes_on_its_own_after_nats_restarts() {
     drop(stop);
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_rebuild_never_takes_commits_from_the_live_projector_so_their_effects_happen_once() {
+    let harness = Harness::start().await;
+    let (stop, task) = harness.spawn_projector();
+    let mut oracle = Oracle::default();
+    let mut last = 0;
+    for _ in 0..30u32 {
+        last = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, last);
+    }
+    harness.wait_for_position(last).await;
+    drop(stop);
+    task.await.unwrap();
+    let live_position = last;
+
+    // Commits the stopped live projector has not seen yet.
+    for _ in 0..20u32 {
+        last = harness.receive("A", 1, "po").await;
+        oracle.record("A", 1, last);
+    }
+    let report = rebuild(
+        harness.projection(),
+        &harness.db.pool,
+        &harness.jetstream,
+        &RebuildOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.position, live_position, "{report:?}");
+    assert_eq!(harness.position().await, live_position as i64);
+
+    // The live projector applies the rest, live, with their effects.
+    let (stop, task) = harness.spawn_projector();
+    harness.wait_for_position(last).await;
+    assert_eq!(harness.ledger().await, oracle.0);
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
+        .fetch_one(&harness.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 50, "every commit's effect exactly once");
+    drop(stop);
+    task.await.unwrap();
+}

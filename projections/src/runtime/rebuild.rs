@@ -2,14 +2,21 @@
 //!
 //! 1. Clone the structure of every table of the live schema into `<schema>__next`.
 //! 2. Apply the log from position 1 into it (mode [`DeliveryMode::Rebuild`], its own
-//!    position row `<name>#rebuild`), while the live projector and readers carry on.
-//! 3. Lock the live position row (the live projector waits), catch up to at least its
-//!    position, and in one transaction rename the schemas, drop the old one, move the
-//!    live position and version, bump the epoch and hand over the dead letters.
+//!    position row `<name>#rebuild`), chasing the live projector's position, while the
+//!    live projector and readers carry on.
+//! 3. Lock the live position row (the live projector waits), apply up to exactly its
+//!    position, and in one transaction rename the schemas, drop the old one, set the
+//!    version, bump the epoch and hand over the dead letters.
+//!
+//! A rebuild never applies a commit beyond the live position: commits after it are the
+//! live projector's, the only one allowed effects outside the read model. So a rebuild
+//! while no live projector runs builds up to where the live tables were, and the live
+//! projector does the rest when it starts.
 //!
 //! Readers name tables qualified by the live schema; after the commit they see the new
 //! tables, before it the old ones: never a mix, never an error.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +49,8 @@ impl Default for RebuildOptions {
 pub struct RebuildProgress {
     /// The stream position applied so far.
     pub position: u64,
-    /// The commits of this projection's aggregate types still to read.
+    /// Stream positions left up to the live projector's position: an upper bound on
+    /// the commits still to apply (the live position moves on while a rebuild runs).
     pub remaining: u64,
     /// Commits applied (or parked) so far.
     pub commits: u64,
@@ -155,41 +163,51 @@ pub async fn rebuild(
         position: 0,
         elapsed: Duration::ZERO,
     };
-    // Phase 1: read the log to its end as of now; the live projector carries on.
-    if has_commits(&stream, &*projection).await? {
-        loop {
-            let reading = Instant::now();
-            let (batch, remaining) = read_batch(&mut chunks, options.batch_size).await?;
+    // The rebuild never applies a commit beyond the live projector's position: those
+    // belong to the live projector, which alone may cause their effects (a rebuild
+    // runs in `rebuild` mode). Commits read ahead of it wait in `carried`.
+    let filter = super::projector::consumer_filter(projection.aggregate_types());
+    let mut carried: VecDeque<Incoming> = VecDeque::new();
+    let mut exhausted = !has_commits(&stream, &*projection).await?;
+
+    // Phase 1: chase the live position while the live projector carries on.
+    loop {
+        let live_position = live_position(pool, name).await?;
+        let ready = take_up_to(&mut carried, live_position);
+        if !ready.is_empty() {
             let applying = Instant::now();
-            let outcome = sink.apply_until_committed(&batch, || false).await?;
+            let outcome = sink.apply_until_committed(&ready, || false).await?;
             tracing::trace!(
                 projection = name,
-                commits = batch.len(),
-                read_ms = (applying - reading).as_secs_f64() * 1000.0,
+                commits = ready.len(),
                 apply_ms = applying.elapsed().as_secs_f64() * 1000.0,
                 "rebuild batch"
             );
             report.record(&outcome);
             progress(&RebuildProgress {
                 position: report.position,
-                remaining,
+                remaining: live_position.saturating_sub(report.position),
                 commits: report.commits,
                 elapsed: started.elapsed(),
             });
-            if remaining == 0 {
-                break;
-            }
         }
+        let ahead_of_live = carried.front().is_some();
+        if report.position >= live_position || ahead_of_live || exhausted && carried.is_empty() {
+            break;
+        }
+        let (batch, remaining) = read_batch(&mut chunks, options.batch_size).await?;
+        exhausted = remaining == 0;
+        carried.extend(batch);
     }
-
     tracing::debug!(
         projection = name,
         elapsed_ms = started.elapsed().as_millis() as u64,
         position = report.position,
         "rebuild read the log"
     );
-    // Phase 2: hold the live projector still (it waits on its position row), catch up
-    // with whatever it applied meanwhile, and switch in the same transaction.
+
+    // Phase 2: hold the live projector still (it waits on its position row), apply up
+    // to exactly its position, and switch in the same transaction.
     let mut tx = pool.begin().await?;
     let live_position: Option<i64> = sqlx::query_scalar(
         "SELECT position FROM public.projector_positions WHERE projector = $1 FOR UPDATE",
@@ -198,10 +216,27 @@ pub async fn rebuild(
     .fetch_optional(&mut *tx)
     .await?;
     let live_position = live_position.map_or(0, to_u64);
-    while report.position < live_position {
+    loop {
+        let ready = take_up_to(&mut carried, live_position);
+        if !ready.is_empty() {
+            let outcome = sink.apply_until_committed(&ready, || false).await?;
+            report.record(&outcome);
+        }
+        if report.position >= live_position || carried.front().is_some() {
+            break;
+        }
+        // Is there a commit for us between what we applied and the live position?
+        match stream
+            .direct_get_next_for_subject(filter.as_str(), Some(report.position + 1))
+            .await
+        {
+            Ok(next) if next.sequence <= live_position => {}
+            Ok(_) => break,
+            Err(error) if error.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
+            Err(error) => return Err(nats(error)),
+        }
         let (batch, _) = read_batch(&mut chunks, options.batch_size).await?;
-        let outcome = sink.apply_until_committed(&batch, || false).await?;
-        report.record(&outcome);
+        carried.extend(batch);
     }
     tracing::debug!(
         projection = name,
@@ -209,7 +244,7 @@ pub async fn rebuild(
         live_position,
         "rebuild caught up with the live projector"
     );
-    finish_switch(tx, &*projection, &next, report.position).await?;
+    finish_switch(tx, &*projection, &next, live_position).await?;
     sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(format!("shopstream.rebuild.{name}"))
         .execute(&mut guard)
@@ -217,6 +252,22 @@ pub async fn rebuild(
     guard.close().await.ok();
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The live projector's position (0 when it never ran).
+async fn live_position(pool: &PgPool, name: &str) -> Result<u64, RebuildError> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM public.projector_positions WHERE projector = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(position.map_or(0, to_u64))
+}
+
+/// Removes and returns the carried commits at or below `limit`.
+fn take_up_to(carried: &mut VecDeque<Incoming>, limit: u64) -> Vec<Incoming> {
+    let count = carried.iter().take_while(|m| m.position <= limit).count();
+    carried.drain(..count).collect()
 }
 
 /// The next chunk of the reader, and how many commits are left after it.
