@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use infra_nats::RecordedCommit;
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::projection::{Delivery, DeliveryMode, Projection};
@@ -280,7 +280,10 @@ pub async fn act(
     if reason.trim().is_empty() {
         return Err(DeadLetterError::ReasonRequired);
     }
-    let mut tx = pool.begin().await?;
+    // A connection of its own: the projection's statements are unqualified and must not
+    // meet another projection's cached statements (see `runtime::private_pool`).
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    let mut tx = conn.begin().await?;
     // Hold the consumer still while its queue changes.
     sqlx::query("SELECT position FROM public.projector_positions WHERE projector = $1 FOR UPDATE")
         .bind(&sequence.consumer)

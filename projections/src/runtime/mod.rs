@@ -14,7 +14,23 @@ pub use projector::{consumer_filter, Projector, ProjectorConfig};
 pub use rebuild::{rebuild, RebuildError, RebuildOptions, RebuildProgress, RebuildReport};
 pub use sink::{AggregateKey, BatchError, BatchOutcome, Incoming, RetryPolicy, Sink, Target, Term};
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
+
+/// A pool of its own for one projection's writer, on the same database as `pool`.
+///
+/// Projections name their tables unqualified and sqlx caches prepared statements per
+/// connection by SQL text: two projections sharing a connection can send the same text
+/// (`SELECT * FROM orders WHERE ...`) meaning tables of different shapes in different
+/// schemas, and PostgreSQL then refuses the cached statement ("cached plan must not
+/// change result type"). A private pool per writer keeps each statement text bound to
+/// one projection.
+pub fn private_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
 
 use crate::projection::{ApplyError, Delivery, Projection};
 

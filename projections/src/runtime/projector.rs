@@ -81,6 +81,8 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// A projector writing through a private pool on `pool`'s database (see
+    /// [`super::private_pool`]).
     pub fn new(
         projection: Arc<dyn Projection>,
         pool: PgPool,
@@ -89,7 +91,8 @@ impl Projector {
     ) -> Self {
         Self {
             projection,
-            pool,
+            // The lock connection is detached from it; the apply transaction uses one.
+            pool: super::private_pool(&pool, 3),
             jetstream,
             config,
         }

@@ -115,6 +115,8 @@ pub async fn rebuild(
     mut progress: impl FnMut(&RebuildProgress),
 ) -> Result<RebuildReport, RebuildError> {
     let started = Instant::now();
+    // Its own connections: see `private_pool`.
+    let pool = &super::private_pool(pool, 3);
     let name = projection.name();
     let live = projection.schema();
     let next = next_schema(live);
