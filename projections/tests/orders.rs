@@ -2,16 +2,13 @@
 //! domain's own decisions, applied as the projector would, checked against values the
 //! test works out itself.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use cqrs_es::Aggregate;
-use domain::ids::{CustomerId, OrderId, PaymentId, RefundId, Sku};
-use domain::money::{Currency, Money};
-use domain::order::{Canceller, Order, OrderCommand, OrderLine, OrderStatus};
-use domain::payment::{Payment, PaymentCommand, PaymentMethod};
+use chrono::{DateTime, Duration, Utc};
+use domain::ids::{CustomerId, OrderId, RefundId};
+use domain::order::{Canceller, Order, OrderCommand, OrderStatus};
+use domain::payment::{Payment, PaymentCommand};
 use infra_nats::RecordedCommit;
 use projections::orders::{
     self, OrderFilter, OrderLineView, OrderSummary, OrdersProjection, PaymentState, StatusChange,
@@ -20,177 +17,14 @@ use projections::page::{Page, QueryError};
 use projections::runtime::apply_directly;
 use projections::{fixtures, ApplyError, Delivery, DeliveryMode};
 use sqlx::PgPool;
-use testkit::TestDatabase;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------
 // Scripting histories
 
-/// A shop whose commands go through the real aggregates and end up as commits, in the
-/// order they would be in the `EVENTS` stream.
-#[derive(Default)]
-struct Shop {
-    log: Vec<RecordedCommit>,
-    orders: HashMap<OrderId, Order>,
-    payments: HashMap<PaymentId, Payment>,
-    versions: HashMap<Uuid, usize>,
-}
-
-impl Shop {
-    fn order(&mut self, id: OrderId, command: OrderCommand, at: DateTime<Utc>) {
-        let order = self.orders.entry(id).or_default();
-        let events = order
-            .decide(command)
-            .expect("the order accepts the command");
-        for event in &events {
-            order.apply(event.clone());
-        }
-        self.record::<Order>(id.as_uuid(), &events, at);
-    }
-
-    fn payment(&mut self, id: PaymentId, command: PaymentCommand, at: DateTime<Utc>) {
-        let payment = self.payments.entry(id).or_default();
-        let events = payment
-            .decide(command)
-            .expect("the payment accepts the command");
-        for event in &events {
-            payment.apply(event.clone());
-        }
-        self.record::<Payment>(id.as_uuid(), &events, at);
-    }
-
-    fn record<A: Aggregate>(&mut self, id: Uuid, events: &[A::Event], at: DateTime<Utc>) {
-        let version = self.versions.entry(id).or_insert(0);
-        let position = self.log.len() as u64 + 1;
-        let commit = fixtures::commit::<A>(position, &id.to_string(), *version + 1, events, at);
-        *version += events.len();
-        self.log.push(commit);
-    }
-
-    /// Places an order and takes it through reservation and payment authorisation.
-    fn paid_order(
-        &mut self,
-        id: OrderId,
-        customer: CustomerId,
-        lines: Vec<OrderLine>,
-        payment: PaymentId,
-        at: DateTime<Utc>,
-    ) {
-        let total: i64 = lines
-            .iter()
-            .map(|l| l.unit_price.amount_minor * i64::from(l.quantity))
-            .sum();
-        self.order(id, place(id, customer, lines, at), at);
-        self.order(
-            id,
-            OrderCommand::MarkStockReserved,
-            at + Duration::minutes(1),
-        );
-        self.payment(
-            payment,
-            PaymentCommand::AuthorisePayment {
-                payment_id: payment,
-                order_id: id,
-                amount: eur(total),
-                method: PaymentMethod::Card {
-                    token: "tok_visa".into(),
-                },
-                provider_reference: format!("auth-{payment}"),
-            },
-            at + Duration::minutes(2),
-        );
-        self.order(
-            id,
-            OrderCommand::MarkPaymentAuthorised {
-                payment_id: payment,
-            },
-            at + Duration::minutes(3),
-        );
-    }
-}
-
-fn deliveries(commits: &[RecordedCommit]) -> Vec<Delivery<'_>> {
-    commits
-        .iter()
-        .map(|commit| Delivery {
-            commit,
-            mode: DeliveryMode::Live,
-        })
-        .collect()
-}
-
-fn day(day: u32, hour: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 3, day, hour, 0, 0).unwrap()
-}
-
-fn eur(cents: i64) -> Money {
-    Money::new(cents, Currency::EUR)
-}
-
-fn line(sku: &str, quantity: u32, cents: i64) -> OrderLine {
-    OrderLine {
-        sku: Sku::parse(sku).unwrap(),
-        quantity,
-        unit_price: eur(cents),
-    }
-}
-
-fn place(
-    id: OrderId,
-    customer: CustomerId,
-    lines: Vec<OrderLine>,
-    at: DateTime<Utc>,
-) -> OrderCommand {
-    OrderCommand::PlaceOrder {
-        order_id: id,
-        customer_id: customer,
-        lines,
-        currency: Currency::EUR,
-        placed_at: at,
-    }
-}
-
-fn order_id(n: u128) -> OrderId {
-    OrderId(Uuid::from_u128(0x0a00 + n))
-}
-
-fn payment_id(n: u128) -> PaymentId {
-    PaymentId(Uuid::from_u128(0x0b00 + n))
-}
-
-fn customer(n: u128) -> CustomerId {
-    CustomerId(Uuid::from_u128(0x0c00 + n))
-}
-
-async fn migrated() -> TestDatabase {
-    let db = TestDatabase::create().await.expect("test database");
-    projections::migrate(&db.pool).await.expect("migrations");
-    db
-}
-
-/// Every row of every table of `schema`, as sorted JSON per table.
-async fn dump(pool: &PgPool, schema: &str) -> Vec<(String, String)> {
-    let tables: Vec<(String,)> = sqlx::query_as(
-        "SELECT table_name::text FROM information_schema.tables \
-         WHERE table_schema = $1 ORDER BY 1",
-    )
-    .bind(schema)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut dump = Vec::new();
-    for (table,) in tables {
-        let (rows,): (String,) = sqlx::query_as(&format!(
-            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]')::text \
-             FROM {schema}.{table} t"
-        ))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        dump.push((table, rows));
-    }
-    dump
-}
+// The shared scripting kit: `Shop`, ids, money, placing orders, dumps.
+mod support;
+use support::*;
 
 /// Three orders of two customers over two days: one delivered, one cancelled after a
 /// captured payment and refunded, one whose payment was declined and was cancelled.

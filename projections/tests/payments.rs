@@ -1,150 +1,22 @@
 //! The payments read model against a real PostgreSQL: payment histories scripted
 //! through the domain's own decisions, checked against values the test works out.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, TimeZone, Utc};
-use cqrs_es::Aggregate;
-use domain::ids::{CustomerId, OrderId, PaymentId, RefundId, Sku};
-use domain::money::{Currency, Money};
-use domain::order::{Order, OrderCommand, OrderLine};
+use chrono::{DateTime, Utc};
+use domain::ids::{OrderId, PaymentId, RefundId};
+use domain::money::Money;
 use domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentMethod};
-use infra_nats::RecordedCommit;
 use projections::payments::{
     self, OperationKind, OrderPaymentTotals, PaymentOperation, PaymentStatus, PaymentsProjection,
 };
 use projections::runtime::apply_directly;
-use projections::{fixtures, ApplyError, Delivery, DeliveryMode};
-use sqlx::PgPool;
-use testkit::TestDatabase;
+use projections::{fixtures, ApplyError};
 use uuid::Uuid;
 
 // Scripting histories
 
-/// A shop whose commands go through the real aggregates and end up as commits, in the
-/// order they would be in the `EVENTS` stream.
-#[derive(Default)]
-struct Shop {
-    log: Vec<RecordedCommit>,
-    orders: HashMap<OrderId, Order>,
-    payments: HashMap<PaymentId, Payment>,
-    versions: HashMap<Uuid, usize>,
-}
-
-impl Shop {
-    fn order(&mut self, id: OrderId, command: OrderCommand, at: DateTime<Utc>) {
-        let order = self.orders.entry(id).or_default();
-        let events = order
-            .decide(command)
-            .expect("the order accepts the command");
-        for event in &events {
-            order.apply(event.clone());
-        }
-        self.record::<Order>(id.as_uuid(), &events, at);
-    }
-
-    fn payment(&mut self, id: PaymentId, command: PaymentCommand, at: DateTime<Utc>) {
-        let payment = self.payments.entry(id).or_default();
-        let events = payment
-            .decide(command)
-            .expect("the payment accepts the command");
-        for event in &events {
-            payment.apply(event.clone());
-        }
-        self.record::<Payment>(id.as_uuid(), &events, at);
-    }
-
-    fn record<A: Aggregate>(&mut self, id: Uuid, events: &[A::Event], at: DateTime<Utc>) {
-        let version = self.versions.entry(id).or_insert(0);
-        let position = self.log.len() as u64 + 1;
-        let commit = fixtures::commit::<A>(position, &id.to_string(), *version + 1, events, at);
-        *version += events.len();
-        self.log.push(commit);
-    }
-}
-
-fn deliveries(commits: &[RecordedCommit]) -> Vec<Delivery<'_>> {
-    commits
-        .iter()
-        .map(|commit| Delivery {
-            commit,
-            mode: DeliveryMode::Live,
-        })
-        .collect()
-}
-
-fn day(day: u32, hour: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 3, day, hour, 0, 0).unwrap()
-}
-
-fn eur(cents: i64) -> Money {
-    Money::new(cents, Currency::EUR)
-}
-
-fn line(sku: &str, quantity: u32, cents: i64) -> OrderLine {
-    OrderLine {
-        sku: Sku::parse(sku).unwrap(),
-        quantity,
-        unit_price: eur(cents),
-    }
-}
-
-fn place(
-    id: OrderId,
-    customer: CustomerId,
-    lines: Vec<OrderLine>,
-    at: DateTime<Utc>,
-) -> OrderCommand {
-    OrderCommand::PlaceOrder {
-        order_id: id,
-        customer_id: customer,
-        lines,
-        currency: Currency::EUR,
-        placed_at: at,
-    }
-}
-
-fn order_id(n: u128) -> OrderId {
-    OrderId(Uuid::from_u128(0x0a00 + n))
-}
-
-fn payment_id(n: u128) -> PaymentId {
-    PaymentId(Uuid::from_u128(0x0b00 + n))
-}
-
-fn customer(n: u128) -> CustomerId {
-    CustomerId(Uuid::from_u128(0x0c00 + n))
-}
-
-async fn migrated() -> TestDatabase {
-    let db = TestDatabase::create().await.expect("test database");
-    projections::migrate(&db.pool).await.expect("migrations");
-    db
-}
-
-/// Every row of every table of `schema`, as sorted JSON per table.
-async fn dump(pool: &PgPool, schema: &str) -> Vec<(String, String)> {
-    let tables: Vec<(String,)> = sqlx::query_as(
-        "SELECT table_name::text FROM information_schema.tables \
-         WHERE table_schema = $1 ORDER BY 1",
-    )
-    .bind(schema)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut dump = Vec::new();
-    for (table,) in tables {
-        let (rows,): (String,) = sqlx::query_as(&format!(
-            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]')::text \
-             FROM {schema}.{table} t"
-        ))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        dump.push((table, rows));
-    }
-    dump
-}
+// The shared scripting kit: `Shop`, ids, money, placing orders, dumps.
+mod support;
+use support::*;
 
 fn refund_id(n: u128) -> RefundId {
     RefundId(Uuid::from_u128(0x0d00 + n))
