@@ -207,7 +207,7 @@ impl Projector {
             .messages()
             .await
             .map_err(nats)?;
-        let mut chunks = messages.ready_chunks(self.config.batch_size / 2);
+        let mut chunks = messages.ready_chunks((self.config.batch_size / 2).max(1));
         let mut expected_consumer_sequence = 1u64;
         let mut last_lock_check = Instant::now();
         loop {

@@ -156,7 +156,7 @@ pub async fn rebuild(
         .messages()
         .await
         .map_err(nats)?
-        .ready_chunks(options.batch_size / 2);
+        .ready_chunks((options.batch_size / 2).max(1));
 
     let mut report = RebuildReport {
         projection: name.to_owned(),
