@@ -52,6 +52,42 @@ async fn a_started_app_is_live_and_ready() {
 }
 
 #[tokio::test]
+async fn projector_status_is_served_as_json() {
+    let app = spawn_app().await;
+    let (status, body) = http_get(app.addr, "/projections").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = body["projectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "catalog",
+            "inventory",
+            "orders",
+            "payments",
+            "sales",
+            "notifier"
+        ]
+    );
+    for projector in body["projectors"].as_array().unwrap() {
+        for field in [
+            "position",
+            "stream_position",
+            "lag_events",
+            "lag_seconds",
+            "parked",
+        ] {
+            assert!(projector[field].is_number(), "{field} in {projector}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn readiness_follows_nats_down_and_back_while_liveness_stays() {
     let mut app = spawn_app().await;
     app.nats.kill();

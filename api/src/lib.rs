@@ -1,10 +1,11 @@
-//! The HTTP face of shopstream: health endpoints now, the GraphQL API later.
+//! The HTTP face of shopstream: health and projector status now, the GraphQL API later.
 //!
 //! A library: `router(..)` builds the axum router that the binary serves and tests call.
 //! It holds no state of its own beyond handles to NATS and PostgreSQL, so any number of
 //! replicas can serve behind a load balancer.
 
 mod health;
+mod projectors;
 
 pub use health::Dependencies;
 
@@ -16,5 +17,6 @@ pub fn router(dependencies: Dependencies) -> Router {
     Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        .route("/projections", get(projectors::projections))
         .with_state(dependencies)
 }
