@@ -161,3 +161,27 @@ async fn migrate_is_idempotent() {
     shopstream::migrate(&settings(&nats, &db)).await.unwrap();
     shopstream::migrate(&settings(&nats, &db)).await.unwrap();
 }
+
+#[tokio::test]
+async fn roles_starting_at_once_all_create_or_find_the_database() {
+    let db = TestDatabase::create().await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let fresh_name = format!("{name}_fresh");
+    let fresh = db.url.replace(&name, &fresh_name);
+    let attempts: Vec<_> = (0..6)
+        .map(|_| {
+            let url = fresh.clone();
+            tokio::spawn(async move { projections::ensure_database(&url).await })
+        })
+        .collect();
+    for attempt in attempts {
+        attempt.await.unwrap().expect("every role starts");
+    }
+    sqlx::query(&format!("DROP DATABASE \"{fresh_name}\""))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}

@@ -37,15 +37,24 @@ use sqlx::{PgPool, Postgres};
 /// The read-model schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Creates the database named in `database_url` if it does not exist yet.
+/// Creates the database named in `database_url` if it does not exist yet; safe when
+/// several processes do it at once.
 ///
 /// # Errors
 /// When PostgreSQL is unreachable or refuses to create it.
 pub async fn ensure_database(database_url: &str) -> Result<(), sqlx::Error> {
-    if !Postgres::database_exists(database_url).await? {
-        Postgres::create_database(database_url).await?;
+    if Postgres::database_exists(database_url).await? {
+        return Ok(());
     }
-    Ok(())
+    match Postgres::create_database(database_url).await {
+        Ok(()) => Ok(()),
+        // Several roles starting at once race to create it; losing that race is fine.
+        Err(error) if Postgres::database_exists(database_url).await? => {
+            tracing::debug!(%error, "the database was created concurrently");
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Applies every pending migration; safe to run concurrently from several replicas
