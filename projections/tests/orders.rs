@@ -15,7 +15,7 @@ use projections::orders::{
 };
 use projections::page::{Page, QueryError};
 use projections::runtime::apply_directly;
-use projections::{fixtures, ApplyError, Delivery, DeliveryMode};
+use projections::{fixtures, ApplyError};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -256,47 +256,13 @@ async fn a_cancelled_and_refunded_order_keeps_the_reasons_and_the_refund() {
 #[tokio::test]
 async fn one_batch_one_by_one_in_chunks_and_replayed_give_the_same_rows() {
     let shop = three_orders();
-    let all = deliveries(&shop.log);
-
-    let whole = migrated().await;
-    apply_directly(&whole.pool, &OrdersProjection, &all)
-        .await
-        .unwrap();
-
-    let single = migrated().await;
-    for delivery in &all {
-        apply_directly(
-            &single.pool,
-            &OrdersProjection,
-            std::slice::from_ref(delivery),
-        )
-        .await
-        .unwrap();
-    }
-
-    let chunked = migrated().await;
-    for chunk in all.chunks(3) {
-        apply_directly(&chunked.pool, &OrdersProjection, chunk)
-            .await
-            .unwrap();
-    }
     // An operator replays part of the log: already applied, it changes nothing.
-    let replay: Vec<Delivery<'_>> = all[4..12]
-        .iter()
-        .map(|d| Delivery {
-            commit: d.commit,
-            mode: DeliveryMode::Replay,
-        })
-        .collect();
-    apply_directly(&chunked.pool, &OrdersProjection, &replay)
-        .await
-        .unwrap();
-
-    let expected = dump(&whole.pool, "orders").await;
+    let [expected, single, chunked] =
+        apply_three_ways(&OrdersProjection, &shop.log, 3, 4..12).await;
     let order_rows = &expected.iter().find(|(t, _)| t == "orders").unwrap().1;
     assert!(order_rows.contains("JD0001"), "the dump holds the rows");
-    assert_eq!(dump(&single.pool, "orders").await, expected);
-    assert_eq!(dump(&chunked.pool, "orders").await, expected);
+    assert_eq!(single, expected);
+    assert_eq!(chunked, expected);
 }
 
 #[tokio::test]

@@ -252,38 +252,13 @@ async fn an_orders_payments_include_the_declined_attempt_and_add_up() {
 #[tokio::test]
 async fn one_batch_one_by_one_in_chunks_and_replayed_give_the_same_rows() {
     let shop = payment_history();
-    let all = deliveries(&shop.log);
-
-    let whole = migrated().await;
-    apply_directly(&whole.pool, &PaymentsProjection, &all)
-        .await
-        .unwrap();
-    let single = migrated().await;
-    for delivery in &all {
-        apply_directly(
-            &single.pool,
-            &PaymentsProjection,
-            std::slice::from_ref(delivery),
-        )
-        .await
-        .unwrap();
-    }
-    let chunked = migrated().await;
-    for chunk in all.chunks(4) {
-        apply_directly(&chunked.pool, &PaymentsProjection, chunk)
-            .await
-            .unwrap();
-    }
-    apply_directly(&chunked.pool, &PaymentsProjection, &all[2..9])
-        .await
-        .unwrap();
-
-    let expected = dump(&whole.pool, "payments").await;
+    let [expected, single, chunked] =
+        apply_three_ways(&PaymentsProjection, &shop.log, 4, 2..9).await;
     assert!(expected
         .iter()
         .any(|(t, rows)| t == "operations" && rows.contains("refund 2")));
-    assert_eq!(dump(&single.pool, "payments").await, expected);
-    assert_eq!(dump(&chunked.pool, "payments").await, expected);
+    assert_eq!(single, expected);
+    assert_eq!(chunked, expected);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use infra_nats::{provision, StreamSettings};
 use projections::dead_letters::{self, Action, DeadLetterFilter, ParkedSequence};
 use projections::fixtures;
 use projections::runtime::{rebuild, Projector, ProjectorConfig, RebuildOptions, RetryPolicy};
-use projections::{ApplyError, Delivery, DeliveryMode, Projection};
+use projections::{ApplyError, Delivery, Projection};
 use sqlx::{PgConnection, PgPool};
 use testkit::{eventually, NatsServer, TestDatabase};
 use tokio::sync::oneshot;
@@ -153,14 +153,7 @@ impl Harness {
 
     /// Appends one commit receiving `quantity` units of `sku`; returns its position.
     async fn receive(&self, sku: &str, quantity: u32, reference: &str) -> u64 {
-        let event = InventoryEvent::StockReceived {
-            sku: Sku::parse(sku).unwrap(),
-            quantity,
-            reference: reference.to_owned(),
-        };
-        let commit = fixtures::commit::<Inventory>(0, sku, 1, &[event], Utc::now());
-        let payload = serde_json::to_vec(&commit.envelope).unwrap();
-        self.publish(sku, payload).await
+        receive_on(&self.jetstream, sku, quantity, reference).await
     }
 
     async fn publish(&self, sku: &str, payload: Vec<u8>) -> u64 {
@@ -187,6 +180,40 @@ impl Harness {
     async fn ledger(&self) -> BTreeMap<String, (i64, Vec<i64>)> {
         ledger_rows(&self.db.pool, "ledger").await
     }
+}
+
+/// Appends one commit receiving `quantity` units of `sku`, as the event store writes it;
+/// returns its position.
+async fn receive_on(
+    jetstream: &jetstream::Context,
+    sku: &str,
+    quantity: u32,
+    reference: &str,
+) -> u64 {
+    let event = InventoryEvent::StockReceived {
+        sku: Sku::parse(sku).unwrap(),
+        quantity,
+        reference: reference.to_owned(),
+    };
+    let commit = fixtures::commit::<Inventory>(0, sku, 1, &[event], Utc::now());
+    jetstream
+        .publish(
+            aggregate_subject("inventory", sku),
+            serde_json::to_vec(&commit.envelope).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
+}
+
+/// How many live effects the ledger projection caused.
+async fn effects(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 async fn position_of(pool: &PgPool, projector: &str) -> i64 {
@@ -265,10 +292,7 @@ async fn every_commit_is_applied_once_in_order_across_restarts_and_batches() {
     let (stop, task) = harness.spawn_projector();
     harness.wait_for_position(last).await;
     assert_eq!(harness.ledger().await, oracle.0);
-    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
-        .fetch_one(&harness.db.pool)
-        .await
-        .unwrap();
+    let effects = effects(&harness.db.pool).await;
     assert_eq!(effects, 450, "one live effect per commit");
     drop(stop);
     task.await.unwrap();
@@ -512,10 +536,9 @@ async fn a_delivery_out_of_sequence_is_detected_and_nothing_is_skipped() {
     let harness = Harness::start().await;
     let mut oracle = Oracle::default();
     let mut last = 0;
-    for i in 0..100u32 {
+    for _ in 0..100u32 {
         last = harness.receive("A", 1, "po").await;
         oracle.record("A", 1, last);
-        let _ = i;
     }
     let (stop, task) = harness.spawn_projector();
     harness.wait_for_position(last).await;
@@ -568,22 +591,7 @@ async fn a_rebuild_beside_the_live_tables_equals_them_and_repeats_no_side_effect
         tokio::spawn(async move {
             let mut written = Vec::new();
             for _ in 0..200u32 {
-                let event = InventoryEvent::StockReceived {
-                    sku: Sku::parse("SKU-LIVE").unwrap(),
-                    quantity: 1,
-                    reference: "po".into(),
-                };
-                let commit = fixtures::commit::<Inventory>(0, "SKU-LIVE", 1, &[event], Utc::now());
-                let ack = jetstream
-                    .publish(
-                        aggregate_subject("inventory", "SKU-LIVE"),
-                        serde_json::to_vec(&commit.envelope).unwrap().into(),
-                    )
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-                written.push(ack.sequence);
+                written.push(receive_on(&jetstream, "SKU-LIVE", 1, "po").await);
             }
             written
         })
@@ -622,12 +630,8 @@ async fn a_rebuild_beside_the_live_tables_equals_them_and_repeats_no_side_effect
         vec!["ledger".to_owned()],
         "the old tables are dropped"
     );
-    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
-        .fetch_one(&harness.db.pool)
-        .await
-        .unwrap();
+    let effects = effects(&harness.db.pool).await;
     assert_eq!(effects, 600, "the rebuild repeated no side effect");
-    let _ = DeliveryMode::Rebuild;
     drop(stop);
     task.await.unwrap();
     drop(harness.nats);
@@ -684,22 +688,8 @@ async fn postgres_killed_mid_transaction_loses_nothing_and_doubles_nothing() {
             let mut i = 0u32;
             while writing.load(Ordering::SeqCst) || i < 300 {
                 let sku = format!("SKU-{}", i % 6);
-                let event = InventoryEvent::StockReceived {
-                    sku: Sku::parse(sku.as_str()).unwrap(),
-                    quantity: i % 4 + 1,
-                    reference: "po".into(),
-                };
-                let commit = fixtures::commit::<Inventory>(0, &sku, 1, &[event], Utc::now());
-                let ack = jetstream
-                    .publish(
-                        aggregate_subject("inventory", &sku),
-                        serde_json::to_vec(&commit.envelope).unwrap().into(),
-                    )
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-                oracle.record(&sku, i % 4 + 1, ack.sequence);
+                let position = receive_on(&jetstream, &sku, i % 4 + 1, "po").await;
+                oracle.record(&sku, i % 4 + 1, position);
                 i += 1;
             }
             oracle
@@ -727,10 +717,7 @@ async fn postgres_killed_mid_transaction_loses_nothing_and_doubles_nothing() {
     )
     .await;
     assert_eq!(ledger_rows(&pool, "ledger").await, oracle.0);
-    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let effects = effects(&pool).await;
     let committed: i64 = oracle.0.values().map(|(_, p)| p.len() as i64).sum();
     assert_eq!(effects, committed);
     drop(stop);
@@ -743,10 +730,9 @@ async fn a_new_projection_version_rebuilds_itself_at_start_up() {
     let (stop, task) = harness.spawn_projector();
     let mut oracle = Oracle::default();
     let mut last = 0;
-    for i in 0..50u32 {
+    for _ in 0..50u32 {
         last = harness.receive("A", 1, "po").await;
         oracle.record("A", 1, last);
-        let _ = i;
     }
     harness.wait_for_position(last).await;
     drop(stop);
@@ -791,9 +777,8 @@ async fn a_new_projection_version_rebuilds_itself_at_start_up() {
 async fn status_reports_position_lag_and_parked_commits() {
     let harness = Harness::start().await;
     let projection = harness.projection();
-    let mut last = 0;
     for i in 0..30u32 {
-        last = harness.receive(&format!("SKU-{}", i % 3), 1, "po").await;
+        harness.receive(&format!("SKU-{}", i % 3), 1, "po").await;
     }
     let poison = harness.receive("P", 1, "poison").await;
     harness.receive("P", 1, "po").await;
@@ -824,7 +809,6 @@ async fn status_reports_position_lag_and_parked_commits() {
     assert_eq!(after.parked, 2, "the poison commit and the one behind it");
     assert_eq!(after.stored_version, Some(1));
     assert!(after.last_event_at.is_some());
-    let _ = last;
     drop(stop);
     task.await.unwrap();
 }
@@ -955,10 +939,7 @@ async fn a_rebuild_never_takes_commits_from_the_live_projector_so_their_effects_
     let (stop, task) = harness.spawn_projector();
     harness.wait_for_position(last).await;
     assert_eq!(harness.ledger().await, oracle.0);
-    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_effects")
-        .fetch_one(&harness.db.pool)
-        .await
-        .unwrap();
+    let effects = effects(&harness.db.pool).await;
     assert_eq!(effects, 50, "every commit's effect exactly once");
     drop(stop);
     task.await.unwrap();

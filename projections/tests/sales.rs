@@ -9,7 +9,7 @@ use projections::runtime::apply_directly;
 use projections::sales::{
     self, CancellationRate, DailySales, SalesProjection, StatusCount, TopSeller,
 };
-use projections::{fixtures, ApplyError, Delivery, DeliveryMode};
+use projections::{fixtures, ApplyError};
 
 // Scripting histories
 
@@ -302,46 +302,14 @@ async fn the_cancellation_rate_is_the_share_of_the_orders_placed_in_the_period()
 #[tokio::test]
 async fn one_batch_one_by_one_in_chunks_and_replayed_give_the_same_rows() {
     let shop = sales_history();
-    let all = deliveries(&shop.log);
-
-    let whole = migrated().await;
-    apply_directly(&whole.pool, &SalesProjection, &all)
-        .await
-        .unwrap();
-    let single = migrated().await;
-    for delivery in &all {
-        apply_directly(
-            &single.pool,
-            &SalesProjection,
-            std::slice::from_ref(delivery),
-        )
-        .await
-        .unwrap();
-    }
-    let chunked = migrated().await;
-    for chunk in all.chunks(5) {
-        apply_directly(&chunked.pool, &SalesProjection, chunk)
-            .await
-            .unwrap();
-    }
-    // The counters add up deltas: a replay must not add them a second time.
-    let replay: Vec<Delivery<'_>> = all
-        .iter()
-        .map(|d| Delivery {
-            commit: d.commit,
-            mode: DeliveryMode::Replay,
-        })
-        .collect();
-    apply_directly(&chunked.pool, &SalesProjection, &replay)
-        .await
-        .unwrap();
-
-    let expected = dump(&whole.pool, "sales").await;
+    // The counters add up deltas: a replay of the whole log must not add them again.
+    let [expected, single, chunked] =
+        apply_three_ways(&SalesProjection, &shop.log, 5, 0..shop.log.len()).await;
     assert!(expected
         .iter()
         .any(|(t, rows)| t == "daily_skus" && rows.contains("PEN-BLUE")));
-    assert_eq!(dump(&single.pool, "sales").await, expected);
-    assert_eq!(dump(&chunked.pool, "sales").await, expected);
+    assert_eq!(single, expected);
+    assert_eq!(chunked, expected);
 }
 
 #[tokio::test]

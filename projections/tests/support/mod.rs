@@ -181,3 +181,54 @@ pub async fn dump(pool: &PgPool, schema: &str) -> Vec<(String, String)> {
     }
     dump
 }
+
+/// Rows of one table in a dump.
+pub type Dump = Vec<(String, String)>;
+
+/// Applies `log` to `projection` three ways, each in a fresh database: as one batch,
+/// commit by commit, and in chunks of `chunk` followed by a replay (mode `Replay`) of
+/// `replayed`, which were already applied and must change nothing. Returns the dumps of
+/// the projection's schema in that order.
+pub async fn apply_three_ways(
+    projection: &dyn projections::Projection,
+    log: &[RecordedCommit],
+    chunk: usize,
+    replayed: std::ops::Range<usize>,
+) -> [Dump; 3] {
+    use projections::runtime::apply_directly;
+    let all = deliveries(log);
+
+    let whole = migrated().await;
+    apply_directly(&whole.pool, projection, &all).await.unwrap();
+
+    let single = migrated().await;
+    for delivery in &all {
+        apply_directly(&single.pool, projection, std::slice::from_ref(delivery))
+            .await
+            .unwrap();
+    }
+
+    let chunked = migrated().await;
+    for part in all.chunks(chunk) {
+        apply_directly(&chunked.pool, projection, part)
+            .await
+            .unwrap();
+    }
+    let replay: Vec<Delivery<'_>> = all[replayed]
+        .iter()
+        .map(|d| Delivery {
+            commit: d.commit,
+            mode: DeliveryMode::Replay,
+        })
+        .collect();
+    apply_directly(&chunked.pool, projection, &replay)
+        .await
+        .unwrap();
+
+    let schema = projection.schema();
+    [
+        dump(&whole.pool, schema).await,
+        dump(&single.pool, schema).await,
+        dump(&chunked.pool, schema).await,
+    ]
+}
