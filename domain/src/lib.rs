@@ -1,4 +1,5 @@
-//! The shopstream domain: four cqrs-es aggregates (product, inventory, order, payment),
+//! The shopstream domain: four cqrs-es aggregates (product, inventory, order, payment)
+//! and the order saga's own state (`saga`),
 //! their commands, past-tense events, typed errors and event upcasters.
 //!
 //! This crate is pure and synchronous: it performs no I/O and knows nothing of NATS,
@@ -14,6 +15,7 @@ pub mod money;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod saga;
 mod text;
 
 pub use ids::{CustomerId, OrderId, PaymentId, ProductId, RefundId, Sku, SkuError};
