@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use projections::dead_letters::Action;
 use shopstream::projecting;
+use shopstream::saga_role::{self, SagaAction, SagaSettings};
 use shopstream::{LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,68 @@ enum Command {
     /// The sequenced dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Run the order saga: drive placed orders to confirmation or compensation (every
+    /// replica shares the work).
+    Saga {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        saga: SagaSettings,
+    },
+    /// Order sagas: list by state, show, resume, retry, compensate.
+    #[command(subcommand)]
+    Sagas(SagasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SagasCommand {
+    /// Sagas by state, newest first.
+    List {
+        /// running, waiting, stuck, compensation_failed, completed or compensated.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// One saga: its state and every event it recorded.
+    Show {
+        /// The order id (a saga's id is its order's).
+        order_id: domain::OrderId,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Take over a running saga whose driver seems gone, and drive it on.
+    Resume(SagaActionArgs),
+    /// Run a failed compensation again.
+    Retry(SagaActionArgs),
+    /// Undo whatever the saga did and cancel the order (asks for confirmation).
+    Compensate(SagaActionArgs),
+}
+
+#[derive(Debug, Args)]
+struct SagaActionArgs {
+    /// The order id.
+    order_id: domain::OrderId,
+    /// Why; recorded on the saga.
+    #[arg(long)]
+    reason: String,
+    /// Who, as `user:<uuid>` or `system:<name>`; recorded on the saga.
+    #[arg(long, env = "SHOPSTREAM_ACTOR", default_value = "system:operator-cli")]
+    actor: String,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +173,14 @@ impl Command {
                 | DlqCommand::Skip(DlqAction { settings, .. })
                 | DlqCommand::Discard(DlqAction { settings, .. }),
             ) => settings,
+            Command::Saga { settings, .. }
+            | Command::Sagas(
+                SagasCommand::List { settings, .. }
+                | SagasCommand::Show { settings, .. }
+                | SagasCommand::Resume(SagaActionArgs { settings, .. })
+                | SagasCommand::Retry(SagaActionArgs { settings, .. })
+                | SagasCommand::Compensate(SagaActionArgs { settings, .. }),
+            ) => settings,
         }
     }
 }
@@ -144,7 +215,36 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry).await,
         Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip).await,
         Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard).await,
+        Command::Saga { settings, saga } => {
+            saga_role::run_saga(&settings, &saga, shopstream::shutdown_signal()).await
+        }
+        Command::Sagas(SagasCommand::List {
+            state,
+            limit,
+            json,
+            settings,
+        }) => saga_role::sagas_list(&settings, state.as_deref(), limit, json).await,
+        Command::Sagas(SagasCommand::Show {
+            order_id,
+            json,
+            settings,
+        }) => saga_role::sagas_show(&settings, order_id, json).await,
+        Command::Sagas(SagasCommand::Resume(a)) => saga_act(a, SagaAction::Resume).await,
+        Command::Sagas(SagasCommand::Retry(a)) => saga_act(a, SagaAction::Retry).await,
+        Command::Sagas(SagasCommand::Compensate(a)) => saga_act(a, SagaAction::Compensate).await,
     }
+}
+
+async fn saga_act(args: SagaActionArgs, action: SagaAction) -> anyhow::Result<()> {
+    saga_role::sagas_act(
+        &args.settings,
+        args.order_id,
+        action,
+        &args.actor,
+        &args.reason,
+        args.force,
+    )
+    .await
 }
 
 async fn act(action: DlqAction, kind: Action) -> anyhow::Result<()> {

@@ -1,0 +1,255 @@
+//! The saga role: a durable JetStream consumer on order events, shared by every replica.
+//!
+//! `OrderPlaced` starts an order's saga and its holder drives it; `OrderCancelled` by the
+//! customer or an admin is noted on the saga (the owner compensates, or the noticing
+//! trigger does when the saga had already completed). Each message stays unacknowledged
+//! while its saga is driven, with progress acks as a heartbeat; if the replica dies, the
+//! server redelivers it after `ack_wait` and the next holder resumes from the saga's
+//! recorded state, so deadlines recorded in the saga fire at most `ack_wait` late.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, AckKind};
+use domain::order::{Canceller, Order, OrderCommand, OrderEvent};
+use domain::payment::PaymentMethod;
+use domain::saga::{Owner, SagaCommand, SagaLine, SagaStart};
+use domain::OrderId;
+use futures::StreamExt;
+use infra_nats::subjects::{aggregate_type_filter, headers, EVENTS_STREAM};
+use infra_nats::{CommandError, RecordedCommit};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::driver::{DriveError, SagaDriver};
+use crate::keys::{payment_id, step_metadata};
+
+/// How the saga role consumes order events.
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// The durable consumer's name, shared by every replica.
+    pub consumer: String,
+    /// How long an unacknowledged trigger waits before redelivery to another replica.
+    pub ack_wait: Duration,
+    /// Sagas one replica drives at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        Self {
+            consumer: "saga".to_owned(),
+            ack_wait: Duration::from_secs(15),
+            max_in_flight: 512,
+        }
+    }
+}
+
+/// Why the saga role stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// NATS refused to create or read the consumer.
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+/// Consumes order events and drives their sagas until `shutdown` completes; sagas in
+/// flight then finish their current phase (their triggers are redelivered otherwise).
+///
+/// # Errors
+/// [`TriggerError`] when the consumer cannot be created or read.
+pub async fn run(
+    driver: Arc<SagaDriver>,
+    js: jetstream::Context,
+    config: TriggerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), TriggerError> {
+    let nats = |e: &dyn std::fmt::Display| TriggerError::Nats(e.to_string());
+    let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(&e))?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &config.consumer,
+            consumer::pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                description: Some("shopstream order sagas (triggers: order events)".to_owned()),
+                filter_subject: aggregate_type_filter("order"),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_ack_pending: i64::try_from(config.max_in_flight * 16).unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| nats(&e))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.max_in_flight)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| nats(&e))?;
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    info!(consumer = %config.consumer, "saga role started");
+    loop {
+        let message = tokio::select! {
+            () = &mut shutdown => break,
+            next = messages.next() => next,
+        };
+        while tasks.try_join_next().is_some() {}
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                warn!(%error, "reading order events failed; continuing");
+                continue;
+            }
+            None => return Err(TriggerError::Nats("the consumer's message stream ended".into())),
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let driver = driver.clone();
+        let heartbeat = config.ack_wait / 3;
+        tasks.spawn(async move {
+            handle(&driver, message, heartbeat).await;
+            drop(slot);
+        });
+    }
+    info!(in_flight = tasks.len(), "saga role stopping");
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+async fn handle(driver: &SagaDriver, message: jetstream::Message, heartbeat: Duration) {
+    let work = drive_trigger(driver, &message);
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(heartbeat.max(Duration::from_millis(100)));
+    ticker.tick().await;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = ticker.tick() => {
+                // Still working on it: keeps the server from redelivering.
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    let ack = match result {
+        Ok(()) => message.ack().await,
+        Err(error) => {
+            warn!(%error, "saga trigger not finished; it will be redelivered");
+            message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+        }
+    };
+    if let Err(error) = ack {
+        // The redelivery that follows finds the saga where this one left it.
+        warn!(%error, "acknowledging a saga trigger failed");
+    }
+}
+
+async fn drive_trigger(driver: &SagaDriver, message: &jetstream::Message) -> Result<(), DriveError> {
+    let relevant = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(headers::EVENT_TYPES))
+        .map(|types| {
+            let types = types.as_str();
+            types.contains("OrderPlaced") || types.contains("OrderCancelled")
+        })
+        // Without the header, decode and see.
+        .unwrap_or(true);
+    if !relevant {
+        return Ok(());
+    }
+    let position = message
+        .info()
+        .map_err(|e| DriveError::Store(e.to_string()))?
+        .stream_sequence;
+    let events = match RecordedCommit::decode(position, &message.payload)
+        .and_then(|commit| commit.into_event_envelopes::<Order>(&domain::order::upcasters()))
+    {
+        Ok(events) => events,
+        Err(decode) => {
+            // Not an order commit this code understands; nothing a retry could change.
+            error!(position, %decode, "an order commit does not decode; the saga skips it");
+            return Ok(());
+        }
+    };
+    for envelope in events {
+        match envelope.payload {
+            OrderEvent::OrderPlaced {
+                order_id,
+                customer_id,
+                lines,
+                total,
+                payment_method,
+                ..
+            } => {
+                let card_token = match payment_method {
+                    Some(PaymentMethod::Card { token }) => token,
+                    None => String::new(),
+                };
+                let start = SagaStart {
+                    order_id,
+                    customer_id,
+                    lines: lines
+                        .into_iter()
+                        .map(|line| SagaLine {
+                            sku: line.sku,
+                            quantity: line.quantity,
+                        })
+                        .collect(),
+                    amount: total,
+                    card_token,
+                    payment_id: payment_id(order_id),
+                    trigger_position: position,
+                    deadline_at: chrono::Utc::now() + driver.config().reserve_timeout,
+                };
+                match driver.record(order_id, SagaCommand::Start(start), "start").await {
+                    Ok(_) => {}
+                    Err(DriveError::Refused(reason)) => {
+                        warn!(%order_id, %reason, "the order cannot start a saga; cancelling it");
+                        cancel_unstartable(driver, order_id, &reason).await?;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                }
+                driver.drive(order_id, &Owner::Trigger(position)).await?;
+            }
+            OrderEvent::OrderCancelled { order_id, by, reason } if by != Canceller::System => {
+                let note = SagaCommand::NoteCancellation {
+                    by,
+                    reason,
+                    trigger_position: position,
+                };
+                match driver.record(order_id, note, &format!("note-cancellation/{position}")).await {
+                    Ok(_) => {}
+                    // Not started yet: the starting driver finds the order cancelled.
+                    Err(DriveError::Refused(_)) => continue,
+                    Err(error) => return Err(error),
+                }
+                driver.drive(order_id, &Owner::Trigger(position)).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An order that cannot start a saga (no payment method on an old event) is cancelled.
+async fn cancel_unstartable(driver: &SagaDriver, order_id: OrderId, reason: &str) -> Result<(), DriveError> {
+    let command = OrderCommand::CancelOrder {
+        reason: format!("the order cannot be processed: {reason}"),
+        by: Canceller::System,
+    };
+    let metadata = step_metadata(order_id, "cancel-unstartable", order_id.as_uuid());
+    match driver.buses().orders.execute(&order_id.to_string(), command, &metadata).await {
+        Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
+        Err(error) => Err(DriveError::Store(error.to_string())),
+    }
+}

@@ -1,0 +1,192 @@
+//! The saga role (`shopstream saga`) and the operator commands on sagas (`shopstream sagas`).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use domain::{Actor, OrderId};
+use infra_nats::EventStoreConfig;
+use saga::provider::{SimulatedProvider, SimulatorConfig};
+use saga::{SagaBuses, SagaConfig, SagaDriver, TriggerConfig};
+
+use crate::{connect_database, connect_nats, Settings};
+
+/// How the saga role runs, and how the simulated payment provider behaves.
+#[derive(Debug, Clone, Args)]
+pub struct SagaSettings {
+    /// How long a phase (reserve, authorise, complete) may take before the saga compensates.
+    #[arg(long, env = "SAGA_STEP_TIMEOUT_MS", default_value_t = 10_000)]
+    pub step_timeout_ms: u64,
+    /// How long an unacknowledged trigger waits before another replica takes it over.
+    #[arg(long, env = "SAGA_ACK_WAIT_MS", default_value_t = 15_000)]
+    pub ack_wait_ms: u64,
+    /// Sagas one replica drives at once.
+    #[arg(long, env = "SAGA_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Simulated provider: latency added to every call.
+    #[arg(long, env = "PAYMENT_LATENCY_MS", default_value_t = 0)]
+    pub payment_latency_ms: u64,
+    /// Simulated provider: how long `tok_hang` hangs.
+    #[arg(long, env = "PAYMENT_HANG_MS", default_value_t = 30_000)]
+    pub payment_hang_ms: u64,
+    /// Simulated provider: share of payments declined at random (0.0 to 1.0).
+    #[arg(long, env = "PAYMENT_FAILURE_RATE", default_value_t = 0.0)]
+    pub payment_failure_rate: f64,
+    /// Simulated provider: seed of the random declines.
+    #[arg(long, env = "PAYMENT_SEED", default_value_t = 0)]
+    pub payment_seed: u64,
+}
+
+impl SagaSettings {
+    fn saga_config(&self) -> SagaConfig {
+        let step = Duration::from_millis(self.step_timeout_ms);
+        SagaConfig {
+            reserve_timeout: step,
+            authorise_timeout: step,
+            complete_timeout: step,
+            ..SagaConfig::default()
+        }
+    }
+
+    fn simulator(&self) -> anyhow::Result<SimulatorConfig> {
+        if !(0.0..=1.0).contains(&self.payment_failure_rate) {
+            bail!(
+                "PAYMENT_FAILURE_RATE must be between 0 and 1, not {}",
+                self.payment_failure_rate
+            );
+        }
+        Ok(SimulatorConfig {
+            latency: Duration::from_millis(self.payment_latency_ms),
+            hang_for: Duration::from_millis(self.payment_hang_ms),
+            failure_rate: self.payment_failure_rate,
+            seed: self.payment_seed,
+        })
+    }
+}
+
+async fn driver(settings: &Settings, saga: &SagaSettings) -> anyhow::Result<(Arc<SagaDriver>, async_nats::Client)> {
+    let simulator = saga.simulator()?;
+    let nats = connect_nats(settings).await?;
+    let db = connect_database(&settings.database_url).await?;
+    projections::migrate(&db).await.context("migrating PostgreSQL")?;
+    let provider = SimulatedProvider::install(db.clone(), simulator)
+        .await
+        .context("installing the simulated payment provider")?;
+    let buses = SagaBuses::new(
+        nats.clone(),
+        EventStoreConfig {
+            snapshot_every: settings.snapshot_every,
+            ..EventStoreConfig::default()
+        },
+    )
+    .await?;
+    let driver = SagaDriver::new(Arc::new(buses), Arc::new(provider), db, saga.saga_config());
+    Ok((Arc::new(driver), nats))
+}
+
+/// Runs the saga role until `shutdown` completes.
+///
+/// # Errors
+/// When NATS or PostgreSQL cannot be reached, or the consumer cannot be read.
+pub async fn run_saga(
+    settings: &Settings,
+    saga: &SagaSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (driver, nats) = driver(settings, saga).await?;
+    let config = TriggerConfig {
+        ack_wait: Duration::from_millis(saga.ack_wait_ms),
+        max_in_flight: saga.max_in_flight.max(1),
+        ..TriggerConfig::default()
+    };
+    saga::run(driver, async_nats::jetstream::new(nats.clone()), config, shutdown).await?;
+    nats.drain().await.ok();
+    Ok(())
+}
+
+/// What an operator does to one saga.
+#[derive(Debug, Clone, Copy)]
+pub enum SagaAction {
+    /// Take over a running saga and drive it on.
+    Resume,
+    /// Run a failed compensation again.
+    Retry,
+    /// Undo whatever the saga did and cancel the order.
+    Compensate,
+}
+
+/// `sagas show`: the saga's state and every event it recorded.
+///
+/// # Errors
+/// When the saga does not exist or NATS fails.
+pub async fn sagas_show(settings: &Settings, order_id: OrderId, json: bool) -> anyhow::Result<()> {
+    let (driver, _) = driver(settings, &default_saga_settings()).await?;
+    let view = saga::admin::show(&driver, order_id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    let run = view.saga.run().context("the saga has not started")?;
+    println!("saga {}  phase {}  owner {:?}", run.order_id, run.phase, run.owner);
+    println!("{:>10}  {:>3}  {:<25}  {:<16}  event", "position", "ver", "at", "actor");
+    for entry in &view.history {
+        println!(
+            "{:>10}  {:>3}  {:<25}  {:<16}  {}",
+            entry.position,
+            entry.version,
+            entry.at.to_rfc3339(),
+            entry.actor,
+            serde_json::to_string(&entry.event)?
+        );
+    }
+    Ok(())
+}
+
+/// `sagas resume|retry|compensate`.
+///
+/// # Errors
+/// When the saga refuses the action, the operator declines, or NATS fails.
+pub async fn sagas_act(
+    settings: &Settings,
+    order_id: OrderId,
+    action: SagaAction,
+    actor: &str,
+    reason: &str,
+    force: bool,
+) -> anyhow::Result<()> {
+    if reason.trim().is_empty() {
+        bail!("--reason must not be blank");
+    }
+    let actor: Actor = actor.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    if matches!(action, SagaAction::Compensate) && !force {
+        eprint!("Compensate the saga of order {order_id}: refund or void its payment, return its stock and cancel it? [y/N] ");
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not confirmed; nothing changed");
+        }
+    }
+    let (driver, _) = driver(settings, &default_saga_settings()).await?;
+    let outcome = match action {
+        SagaAction::Resume => saga::admin::resume(&driver, order_id, &actor, reason).await?,
+        SagaAction::Retry => saga::admin::retry(&driver, order_id, &actor, reason).await?,
+        SagaAction::Compensate => saga::admin::compensate(&driver, order_id, &actor, reason).await?,
+    };
+    println!("{outcome:?}");
+    Ok(())
+}
+
+fn default_saga_settings() -> SagaSettings {
+    SagaSettings {
+        step_timeout_ms: 10_000,
+        ack_wait_ms: 15_000,
+        max_in_flight: 1,
+        payment_latency_ms: 0,
+        payment_hang_ms: 30_000,
+        payment_failure_rate: 0.0,
+        payment_seed: 0,
+    }
+}
