@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventStore};
 use domain::inventory::{InventoryCommand, InventoryError};
 use domain::order::{Canceller, OrderCommand, OrderError, OrderStatus};
-use domain::payment::{PaymentCommand, PaymentError, PaymentMethod};
+use domain::payment::{PaymentCommand, PaymentError, PaymentMethod, PaymentStatus};
 use domain::saga::{FailedStep, OrderSaga, Owner, Phase, Run, SagaCommand};
 use domain::{OrderId, RefundId};
 use infra_nats::{CommandBus, CommandError, CommitOutcome};
@@ -548,12 +548,25 @@ impl SagaDriver {
             idempotency_key: provider_key(order_id, "void"),
             authorisation_key: authorisation_key.clone(),
         };
-        let voided = backoff
-            .bounded("void", || async {
-                self.provider.void(&void).await.map_err(provider_failure)
-            })
+        // A payment recorded as captured needs a refund; anything else may be held (or
+        // come late), and the void tells which.
+        let recorded_captured = self
+            .buses
+            .payments
+            .store()
+            .load_aggregate(&payment)
             .await
-            .map_err(|gave_up| ("void".to_owned(), gave_up))?;
+            .is_ok_and(|context| context.state().status() == Some(PaymentStatus::Captured));
+        let voided = if recorded_captured {
+            VoidOutcome::AlreadyCaptured
+        } else {
+            backoff
+                .bounded("void", || async {
+                    self.provider.void(&void).await.map_err(provider_failure)
+                })
+                .await
+                .map_err(|gave_up| ("void".to_owned(), gave_up))?
+        };
         match voided {
             VoidOutcome::NothingToVoid => Ok(false),
             VoidOutcome::Voided => {
