@@ -525,6 +525,9 @@ impl Shop {
                 })
                 .collect(),
             currency,
+            payment_method: PaymentMethod::Card {
+                token: format!("tok_{n}"),
+            },
             placed_at,
         };
         self.expected.orders.insert(
