@@ -89,7 +89,8 @@ async fn drive(bus: Arc<CommandBus<Inventory>>, sku: String, running: Arc<Atomic
                 expected.reserved -= quantity;
                 expected.on_hand -= quantity;
             }
-            InventoryCommand::AdjustStock { .. } => unreachable!(),
+            InventoryCommand::AdjustStock { .. }
+            | InventoryCommand::ReturnCommittedStock { .. } => unreachable!(),
         }
     }
     expected

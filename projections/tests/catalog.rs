@@ -203,6 +203,9 @@ impl Oracle {
                                 *reserved -= i64::from(*quantity);
                                 *on_hand -= i64::from(*quantity);
                             }
+                            InventoryEvent::CommittedStockReturned { quantity, .. } => {
+                                *on_hand += i64::from(*quantity);
+                            }
                         }
                     }
                 }
@@ -822,6 +825,77 @@ async fn bad_listing_arguments_are_refused() -> Result<()> {
     assert!(matches!(relevance, Err(QueryError::InvalidArgument(_))));
     assert!(matches!(other_order, Err(QueryError::InvalidCursor)));
     assert!(matches!(too_many, Err(QueryError::PageTooLarge(101))));
+    Ok(())
+}
+
+#[tokio::test]
+async fn returned_stock_puts_a_sold_out_product_back_in_stock() -> Result<()> {
+    let kettle = product_id(8);
+    let order = OrderId(Uuid::from_u128(11));
+    // Sold out by the commit, then the units come back.
+    let script = vec![
+        Step::Product(
+            kettle,
+            vec![created(
+                kettle,
+                "Kettle",
+                "Boils water.",
+                "Kitchen",
+                &[("KETTLE-1", 3900)],
+            )],
+            0,
+        ),
+        stock("KETTLE-1", vec![received("KETTLE-1", 2)], 1),
+        stock("KETTLE-1", vec![reserved("KETTLE-1", 11, 2)], 2),
+        stock(
+            "KETTLE-1",
+            vec![InventoryEvent::ReservationCommitted {
+                sku: sku("KETTLE-1"),
+                order_id: order,
+                quantity: 2,
+            }],
+            3,
+        ),
+        stock(
+            "KETTLE-1",
+            vec![InventoryEvent::CommittedStockReturned {
+                sku: sku("KETTLE-1"),
+                order_id: order,
+                quantity: 2,
+                reason: "cancelled before shipping".to_owned(),
+            }],
+            4,
+        ),
+    ];
+    let all = commits(&script);
+    let in_stock = ProductFilter {
+        in_stock: true,
+        ..ProductFilter::default()
+    };
+    let db = migrated().await?;
+    apply(&db.pool, &all[..4]).await?;
+    assert_eq!(
+        catalog::product(&db.pool, kettle).await?.unwrap().available,
+        0
+    );
+    assert_eq!(
+        walk(&db.pool, &in_stock, ProductSort::Name, false, 4).await?,
+        vec![]
+    );
+
+    apply(&db.pool, &all[4..]).await?;
+
+    let oracle = Oracle::of(&script);
+    let detail = catalog::product(&db.pool, kettle).await?.unwrap();
+    assert_eq!(detail, oracle.detail(kettle));
+    assert_eq!((detail.available, detail.variants[0].available), (2, 2));
+    assert_eq!(
+        walk(&db.pool, &in_stock, ProductSort::Name, false, 4).await?,
+        oracle.listing(&in_stock, ProductSort::Name, false)
+    );
+    let one_batch = migrated().await?;
+    apply(&one_batch.pool, &all).await?;
+    assert_eq!(dump(&one_batch.pool).await?, dump(&db.pool).await?);
     Ok(())
 }
 

@@ -74,6 +74,15 @@ fn committed(sku_text: &str, order_id: OrderId, quantity: u32) -> InventoryEvent
     }
 }
 
+fn returned(sku_text: &str, order_id: OrderId, quantity: u32, reason: &str) -> InventoryEvent {
+    InventoryEvent::CommittedStockReturned {
+        sku: sku(sku_text),
+        order_id,
+        quantity,
+        reason: reason.to_owned(),
+    }
+}
+
 /// Builds the commits of a script: each entry is one command's events on one SKU, at the
 /// next stream position and with the SKU's next aggregate versions.
 fn commits(script: &[(&str, Vec<InventoryEvent>)]) -> Vec<RecordedCommit> {
@@ -131,8 +140,9 @@ async fn dump(pool: &PgPool) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// Two SKUs through every kind of movement, with a commit of two events and an order
-/// reserving again after its first reservation was released.
+/// Two SKUs through every kind of movement, with a commit of two events, an order
+/// reserving again after its first reservation was released, and an order whose
+/// committed units come back.
 fn script() -> Vec<(&'static str, Vec<InventoryEvent>)> {
     vec![
         (BLUE, vec![received(BLUE, 10, "PO-1")]),
@@ -148,6 +158,10 @@ fn script() -> Vec<(&'static str, Vec<InventoryEvent>)> {
             vec![received(BLUE, 4, "PO-3"), adjusted(BLUE, 1, "recount")],
         ),
         (BLUE, vec![reserved(BLUE, order(2), 5)]),
+        (
+            BLUE,
+            vec![returned(BLUE, order(1), 3, "cancelled before shipping")],
+        ),
     ]
 }
 
@@ -231,6 +245,24 @@ fn oracle(commits: &[RecordedCommit], script: &[(&str, Vec<InventoryEvent>)]) ->
                         None,
                     )
                 }
+                InventoryEvent::CommittedStockReturned {
+                    order_id,
+                    quantity,
+                    reason,
+                    ..
+                } => {
+                    let q = i64::from(*quantity);
+                    let reason = Some(reason.clone());
+                    (
+                        MovementKind::Returned,
+                        q,
+                        q,
+                        0,
+                        Some(*order_id),
+                        None,
+                        reason,
+                    )
+                }
             };
             let level = oracle
                 .levels
@@ -273,14 +305,14 @@ async fn a_scripted_history_gives_the_stock_the_test_computes() -> Result<()> {
 
     apply(&db.pool, &commits).await?;
 
-    // Hand-checked: BLUE 10 - 3 + 4 + 1 on hand with order 2's second reservation of 5;
-    // RED 5 - 1 with order 3's 4.
+    // Hand-checked: BLUE 10 - 3 + 4 + 1 + 3 returned on hand with order 2's second
+    // reservation of 5; RED 5 - 1 with order 3's 4.
     assert_eq!(
         (
             expected.levels[BLUE].on_hand,
             expected.levels[BLUE].reserved
         ),
-        (12, 5)
+        (15, 5)
     );
     assert_eq!(
         (expected.levels[RED].on_hand, expected.levels[RED].available),
@@ -315,7 +347,7 @@ async fn a_scripted_history_gives_the_stock_the_test_computes() -> Result<()> {
         .collect();
     expected_blue.reverse();
     assert_eq!(all_blue.items, expected_blue);
-    assert_eq!(all_blue.total_count, Some(8));
+    assert_eq!(all_blue.total_count, Some(9));
     assert!(!all_blue.has_next_page);
     Ok(())
 }
@@ -333,7 +365,7 @@ async fn one_batch_and_one_commit_at_a_time_build_the_same_rows() -> Result<()> 
 
     let rows = dump(&batched.pool).await?;
     assert_eq!(rows, dump(&one_by_one.pool).await?);
-    assert_eq!(rows[1]["movements"].as_array().map(Vec::len), Some(11));
+    assert_eq!(rows[1]["movements"].as_array().map(Vec::len), Some(12));
     Ok(())
 }
 
@@ -373,7 +405,7 @@ async fn movements_are_paged_newest_first_each_exactly_once() -> Result<()> {
     let mut after: Option<String> = None;
     loop {
         let page = inventory::movements(&db.pool, BLUE, 3, after.as_deref()).await?;
-        assert_eq!(page.total_count, Some(8));
+        assert_eq!(page.total_count, Some(9));
         pages.push((page.items.len(), page.has_next_page));
         walked.extend(page.items);
         if !page.has_next_page {
@@ -382,7 +414,7 @@ async fn movements_are_paged_newest_first_each_exactly_once() -> Result<()> {
         after = page.end_cursor;
     }
 
-    assert_eq!(pages, vec![(3, true), (3, true), (2, false)]);
+    assert_eq!(pages, vec![(3, true), (3, true), (3, false)]);
     assert_eq!(walked, expected);
     assert!(matches!(
         inventory::movements(&db.pool, BLUE, 3, Some("not-a-cursor")).await,
@@ -410,11 +442,57 @@ async fn stock_levels_are_read_in_one_call_and_unknown_skus_are_left_out() -> Re
         .iter()
         .map(|l| (l.sku.as_str(), l.on_hand, l.reserved, l.available))
         .collect();
-    assert_eq!(found, vec![(BLUE, 12, 5, 7), (RED, 4, 4, 0)]);
+    assert_eq!(found, vec![(BLUE, 15, 5, 10), (RED, 4, 4, 0)]);
     assert_eq!(
         inventory::stock_level(&db.pool, "NEVER-STOCKED").await?,
         None
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn returned_stock_is_on_hand_again_as_a_returned_movement() -> Result<()> {
+    let db = migrated().await?;
+    let script = vec![
+        (BLUE, vec![received(BLUE, 10, "PO-1")]),
+        (BLUE, vec![reserved(BLUE, order(1), 4)]),
+        (BLUE, vec![reserved(BLUE, order(2), 1)]),
+        (BLUE, vec![committed(BLUE, order(1), 4)]),
+        (
+            BLUE,
+            vec![returned(BLUE, order(1), 4, "cancelled before shipping")],
+        ),
+    ];
+    let commits = commits(&script);
+    let expected = oracle(&commits, &script);
+
+    apply(&db.pool, &commits).await?;
+
+    let level = inventory::stock_level(&db.pool, BLUE).await?.unwrap();
+    assert_eq!(Some(&level), expected.levels.get(BLUE));
+    // By hand: 10 - 4 committed + 4 returned, with order 2's 1 still held.
+    assert_eq!((level.on_hand, level.reserved, level.available), (10, 1, 9));
+    let newest = inventory::movements(&db.pool, BLUE, 1, None).await?.items;
+    assert_eq!(newest[0], expected.movements[4]);
+    assert_eq!(
+        (
+            newest[0].kind,
+            newest[0].on_hand_change,
+            newest[0].reserved_change
+        ),
+        (MovementKind::Returned, 4, 0)
+    );
+    assert_eq!(newest[0].order_id, Some(order(1)));
+    assert_eq!(
+        newest[0].reason.as_deref(),
+        Some("cancelled before shipping")
+    );
+    // The commit closed order 1's reservation; the return opens none.
+    let held: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT order_id, quantity FROM inventory.reservations ORDER BY order_id")
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(held, vec![(order(2).as_uuid(), 1)]);
     Ok(())
 }
 

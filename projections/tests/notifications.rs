@@ -50,6 +50,9 @@ fn placed(order_id: OrderId, customer_id: CustomerId, total_minor: i64) -> Order
         currency: Currency::EUR,
         subtotal: eur(total_minor),
         total: eur(total_minor),
+        payment_method: Some(PaymentMethod::Card {
+            token: "tok_visa".to_owned(),
+        }),
         placed_at: at(0),
     }
 }

@@ -75,6 +75,8 @@ struct ExpectedProduct {
 struct ExpectedStock {
     on_hand: i64,
     reservations: BTreeMap<OrderId, i64>,
+    /// Units committed per order, until they are returned.
+    committed: BTreeMap<OrderId, i64>,
     movements: i64,
 }
 
@@ -103,6 +105,8 @@ struct ExpectedOrder {
     /// Every payment attempt, in the order they were made.
     payments: Vec<PaymentId>,
     stock_reserved: bool,
+    /// The reservations were committed, so a cancellation returns the stock.
+    stock_committed: bool,
     confirmed: bool,
     shipped: bool,
     delivered: bool,
@@ -339,7 +343,12 @@ impl Shop {
                 stock.reservations.remove(&order_id).unwrap();
             }
             InventoryCommand::CommitReservation { order_id } => {
-                stock.on_hand -= stock.reservations.remove(&order_id).unwrap();
+                let quantity = stock.reservations.remove(&order_id).unwrap();
+                stock.on_hand -= quantity;
+                stock.committed.insert(order_id, quantity);
+            }
+            InventoryCommand::ReturnCommittedStock { order_id, .. } => {
+                stock.on_hand += stock.committed.remove(&order_id).unwrap();
             }
         }
     }
@@ -461,12 +470,9 @@ impl Shop {
                     .notify(customer, NotificationKind::OrderConfirmed);
             }
             Step::Capture => self.capture(id).await,
+            Step::Commit => self.commit_stock(id).await,
             Step::Ship => {
-                let lines = self.expected.orders[&id].lines.clone();
-                for (sku_text, _, _) in lines {
-                    let command = InventoryCommand::CommitReservation { order_id: id };
-                    self.stock(&sku_text, command).await;
-                }
+                self.commit_stock(id).await;
                 self.capture(id).await;
                 let command = OrderCommand::ShipOrder {
                     carrier: "DHL".to_owned(),
@@ -525,6 +531,9 @@ impl Shop {
                 })
                 .collect(),
             currency,
+            payment_method: PaymentMethod::Card {
+                token: format!("tok_{n}"),
+            },
             placed_at,
         };
         self.expected.orders.insert(
@@ -540,6 +549,7 @@ impl Shop {
                 payment_id: None,
                 payments: Vec::new(),
                 stock_reserved: false,
+                stock_committed: false,
                 confirmed: false,
                 shipped: false,
                 delivered: false,
@@ -613,7 +623,21 @@ impl Shop {
             .raise(PaymentState::Captured, payment);
     }
 
-    /// Cancels, gives the reserved stock back, and voids an uncaptured authorisation.
+    /// Commits the reservation of every line, unless that was done already.
+    async fn commit_stock(&mut self, id: OrderId) {
+        if self.expected.orders[&id].stock_committed {
+            return;
+        }
+        let lines = self.expected.orders[&id].lines.clone();
+        for (sku_text, _, _) in lines {
+            let command = InventoryCommand::CommitReservation { order_id: id };
+            self.stock(&sku_text, command).await;
+        }
+        self.expected.orders.get_mut(&id).unwrap().stock_committed = true;
+    }
+
+    /// Cancels, gives the reserved or committed stock back, and voids an uncaptured
+    /// authorisation.
     async fn cancel(&mut self, n: usize, by: Canceller) {
         let id = order_id(n);
         let command = OrderCommand::CancelOrder {
@@ -630,7 +654,16 @@ impl Shop {
         let customer = order.customer;
         self.expected
             .notify(customer, NotificationKind::OrderCancelled);
-        if self.expected.orders[&id].stock_reserved {
+        if self.expected.orders[&id].stock_committed {
+            let lines = self.expected.orders[&id].lines.clone();
+            for (sku_text, _, _) in lines {
+                let command = InventoryCommand::ReturnCommittedStock {
+                    order_id: id,
+                    reason: "cancelled before shipping".to_owned(),
+                };
+                self.stock(&sku_text, command).await;
+            }
+        } else if self.expected.orders[&id].stock_reserved {
             let lines = self.expected.orders[&id].lines.clone();
             for (sku_text, _, _) in lines {
                 let command = InventoryCommand::ReleaseReservation {
@@ -722,7 +755,9 @@ enum Step {
     Authorise,
     Confirm,
     Capture,
-    /// Commits the reservations, captures (if not yet), ships.
+    /// Commits the reservations (the units leave the shelf) without shipping yet.
+    Commit,
+    /// Commits the reservations (if not yet), captures (if not yet), ships.
     Ship,
     Deliver,
     Cancel(Canceller),
@@ -748,7 +783,15 @@ fn flow(n: usize) -> Vec<Step> {
         3 => vec![Place, Cancel(Canceller::Admin)],
         4 => vec![Place, Reserve, Decline, Cancel(Canceller::System)],
         5 => vec![Place, Reserve, Decline, Authorise, Confirm, Ship],
-        6 => vec![Place, Reserve, Authorise, Confirm, Cancel(Canceller::Admin)],
+        // The units left the shelf before the cancellation, so they are returned.
+        6 => vec![
+            Place,
+            Reserve,
+            Authorise,
+            Confirm,
+            Commit,
+            Cancel(Canceller::Admin),
+        ],
         7 => vec![
             Place,
             Reserve,

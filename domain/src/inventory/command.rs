@@ -48,4 +48,15 @@ pub enum InventoryCommand {
         /// The order being fulfilled.
         order_id: OrderId,
     },
+    /// Puts an order's committed units back into stock, such as when a confirmed order
+    /// is cancelled before it ships.
+    ///
+    /// Only for an order whose reservation was committed on this SKU; returning again
+    /// for the same order changes nothing, so the units come back exactly once.
+    ReturnCommittedStock {
+        /// The order whose committed units come back.
+        order_id: OrderId,
+        /// Why, such as "order cancelled before shipping"; not blank.
+        reason: String,
+    },
 }

@@ -22,7 +22,7 @@ pub enum InventoryError {
     /// An adjustment changes nothing.
     #[error("an adjustment must change the stock")]
     ZeroDelta,
-    /// An adjustment or release has no reason.
+    /// An adjustment, release or return has no reason.
     #[error("a reason is required")]
     MissingReason,
     /// The adjustment would leave fewer than zero units on hand.
@@ -55,6 +55,13 @@ pub enum InventoryError {
     /// The order holds no reservation to commit.
     #[error("order {order_id} holds no reservation")]
     NoReservation {
+        /// The order.
+        order_id: OrderId,
+    },
+    /// No reservation of the order was committed on this SKU, so there is no stock of
+    /// it to return.
+    #[error("order {order_id} has no committed stock to return")]
+    NotCommitted {
         /// The order.
         order_id: OrderId,
     },

@@ -58,6 +58,17 @@ pub enum InventoryEvent {
         /// How many units left stock.
         quantity: u32,
     },
+    /// An order's committed units came back into stock.
+    CommittedStockReturned {
+        /// The SKU.
+        sku: Sku,
+        /// The order.
+        order_id: OrderId,
+        /// How many units came back: all that were committed for the order.
+        quantity: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl InventoryEvent {
@@ -73,6 +84,7 @@ impl DomainEvent for InventoryEvent {
             InventoryEvent::StockReserved { .. } => "StockReserved",
             InventoryEvent::ReservationReleased { .. } => "ReservationReleased",
             InventoryEvent::ReservationCommitted { .. } => "ReservationCommitted",
+            InventoryEvent::CommittedStockReturned { .. } => "CommittedStockReturned",
         };
         name.to_owned()
     }

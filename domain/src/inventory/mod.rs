@@ -4,10 +4,13 @@
 //! `available = on_hand - reserved`, and no command may make it negative.
 //! A reservation ends in one of two ways: released (the units become available again)
 //! or committed (the order was fulfilled, so the units leave stock).
+//! Committed units come back into stock once, when they are returned (a confirmed
+//! order cancelled before it ships).
 //!
 //! Reservation commands are safe to repeat, because the saga delivers at least once:
 //! reserving for an order that already has (or had committed) a reservation, releasing
-//! a reservation that does not exist, and committing twice all record nothing.
+//! a reservation that does not exist, committing twice and returning twice all record
+//! nothing.
 
 mod command;
 mod error;
@@ -35,9 +38,12 @@ pub struct Inventory {
     sku: Option<Sku>,
     on_hand: u64,
     reservations: BTreeMap<OrderId, u32>,
-    /// Orders whose reservation was committed, so that a repeated commit or reservation
-    /// is recognised and ignored.
-    committed: BTreeSet<OrderId>,
+    /// Orders whose reservation was committed, with the units committed, so that a
+    /// repeated commit or reservation is recognised and ignored and a return knows how
+    /// many units come back. A return leaves its order here.
+    committed: BTreeMap<OrderId, u32>,
+    /// Committed orders whose units were returned, so that a repeated return is ignored.
+    returned: BTreeSet<OrderId>,
 }
 
 impl Inventory {
@@ -65,6 +71,17 @@ impl Inventory {
     /// The units held for one order, if any.
     pub fn reservation(&self, order_id: OrderId) -> Option<u32> {
         self.reservations.get(&order_id).copied()
+    }
+
+    /// The units committed for one order, if its reservation was committed; still
+    /// known after they were returned.
+    pub fn committed_quantity(&self, order_id: OrderId) -> Option<u32> {
+        self.committed.get(&order_id).copied()
+    }
+
+    /// Whether the committed units of an order came back into stock.
+    pub fn is_returned(&self, order_id: OrderId) -> bool {
+        self.returned.contains(&order_id)
     }
 
     /// Decides which events a command causes, without changing the state.
@@ -119,7 +136,9 @@ impl Inventory {
                 if quantity == 0 {
                     return Err(InventoryError::ZeroQuantity);
                 }
-                if self.reservations.contains_key(&order_id) || self.committed.contains(&order_id) {
+                if self.reservations.contains_key(&order_id)
+                    || self.committed.contains_key(&order_id)
+                {
                     return Ok(vec![]);
                 }
                 let available = self.available();
@@ -156,7 +175,7 @@ impl Inventory {
                 }])
             }
             InventoryCommand::CommitReservation { order_id } => {
-                if self.committed.contains(&order_id) {
+                if self.committed.contains_key(&order_id) {
                     return Ok(vec![]);
                 }
                 let (Some(sku), Some(&quantity)) = (&self.sku, self.reservations.get(&order_id))
@@ -167,6 +186,25 @@ impl Inventory {
                     sku: sku.clone(),
                     order_id,
                     quantity,
+                }])
+            }
+            InventoryCommand::ReturnCommittedStock { order_id, reason } => {
+                let reason = required(&reason, InventoryError::MissingReason)?;
+                if self.returned.contains(&order_id) {
+                    return Ok(vec![]);
+                }
+                let (Some(sku), Some(&quantity)) = (&self.sku, self.committed.get(&order_id))
+                else {
+                    return Err(InventoryError::NotCommitted { order_id });
+                };
+                self.on_hand
+                    .checked_add(u64::from(quantity))
+                    .ok_or(InventoryError::Overflow)?;
+                Ok(vec![InventoryEvent::CommittedStockReturned {
+                    sku: sku.clone(),
+                    order_id,
+                    quantity,
+                    reason,
                 }])
             }
         }
@@ -224,8 +262,14 @@ impl Aggregate for Inventory {
                 order_id, quantity, ..
             } => {
                 self.reservations.remove(&order_id);
-                self.committed.insert(order_id);
+                self.committed.insert(order_id, quantity);
                 self.on_hand = self.on_hand.saturating_sub(u64::from(quantity));
+            }
+            InventoryEvent::CommittedStockReturned {
+                order_id, quantity, ..
+            } => {
+                self.returned.insert(order_id);
+                self.on_hand = self.on_hand.saturating_add(u64::from(quantity));
             }
         }
     }

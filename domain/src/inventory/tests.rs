@@ -49,6 +49,15 @@ fn committed(n: u128, quantity: u32) -> InventoryEvent {
     }
 }
 
+fn returned(n: u128, quantity: u32) -> InventoryEvent {
+    InventoryEvent::CommittedStockReturned {
+        sku: sku(),
+        order_id: order(n),
+        quantity,
+        reason: "cancelled before shipping".into(),
+    }
+}
+
 fn reserve(n: u128, quantity: u32) -> InventoryCommand {
     InventoryCommand::ReserveStock {
         order_id: order(n),
@@ -65,6 +74,13 @@ fn release(n: u128) -> InventoryCommand {
 
 fn commit(n: u128) -> InventoryCommand {
     InventoryCommand::CommitReservation { order_id: order(n) }
+}
+
+fn return_committed(n: u128) -> InventoryCommand {
+    InventoryCommand::ReturnCommittedStock {
+        order_id: order(n),
+        reason: "cancelled before shipping".into(),
+    }
 }
 
 fn adjust(delta: i64, reason: &str) -> InventoryCommand {
@@ -316,6 +332,131 @@ fn committing_a_reservation_twice_records_nothing_the_second_time() {
 }
 
 #[test]
+fn returning_committed_stock_records_it() {
+    InventoryTest::with(())
+        .given(vec![received(10), reserved(1, 4), committed(1, 4)])
+        .when(return_committed(1))
+        .then_expect_events(vec![returned(1, 4)]);
+}
+
+#[test]
+fn returning_committed_stock_twice_records_nothing_the_second_time() {
+    InventoryTest::with(())
+        .given(vec![
+            received(10),
+            reserved(1, 4),
+            committed(1, 4),
+            returned(1, 4),
+        ])
+        .when(return_committed(1))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn returning_stock_for_an_order_never_committed_is_rejected() {
+    InventoryTest::with(())
+        .given(vec![received(10), reserved(1, 4), committed(1, 4)])
+        .when(return_committed(2))
+        .then_expect_error(InventoryError::NotCommitted { order_id: order(2) });
+}
+
+#[test]
+fn returning_stock_for_a_reservation_not_yet_committed_is_rejected() {
+    InventoryTest::with(())
+        .given(vec![received(10), reserved(1, 4)])
+        .when(return_committed(1))
+        .then_expect_error(InventoryError::NotCommitted { order_id: order(1) });
+}
+
+#[test]
+fn returning_stock_for_a_released_reservation_is_rejected() {
+    InventoryTest::with(())
+        .given(vec![received(10), reserved(1, 4), released(1, 4)])
+        .when(return_committed(1))
+        .then_expect_error(InventoryError::NotCommitted { order_id: order(1) });
+}
+
+#[test]
+fn returning_committed_stock_without_a_reason_is_rejected() {
+    InventoryTest::with(())
+        .given(vec![received(10), reserved(1, 4), committed(1, 4)])
+        .when(InventoryCommand::ReturnCommittedStock {
+            order_id: order(1),
+            reason: "  ".into(),
+        })
+        .then_expect_error(InventoryError::MissingReason);
+}
+
+#[test]
+fn reserving_for_an_order_whose_stock_was_returned_records_nothing() {
+    InventoryTest::with(())
+        .given(vec![
+            received(10),
+            reserved(1, 4),
+            committed(1, 4),
+            returned(1, 4),
+        ])
+        .when(reserve(1, 4))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn committing_an_order_whose_stock_was_returned_records_nothing() {
+    InventoryTest::with(())
+        .given(vec![
+            received(10),
+            reserved(1, 4),
+            committed(1, 4),
+            returned(1, 4),
+        ])
+        .when(commit(1))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn returned_stock_is_on_hand_and_available_again() {
+    let committed_state = state(vec![
+        received(10),
+        reserved(1, 4),
+        reserved(2, 1),
+        committed(1, 4),
+    ]);
+    assert_eq!(committed_state.committed_quantity(order(1)), Some(4));
+    assert!(!committed_state.is_returned(order(1)));
+
+    let inventory = state(vec![
+        received(10),
+        reserved(1, 4),
+        reserved(2, 1),
+        committed(1, 4),
+        returned(1, 4),
+    ]);
+
+    assert_eq!(inventory.on_hand(), 10);
+    assert_eq!(inventory.reserved(), 1);
+    assert_eq!(inventory.available(), 9);
+    assert!(inventory.is_returned(order(1)));
+    assert_eq!(inventory.committed_quantity(order(1)), Some(4));
+    assert_eq!(inventory.committed_quantity(order(2)), None);
+    assert!(!inventory.is_returned(order(2)));
+}
+
+#[test]
+fn committed_stock_returned_is_written_at_version_1() {
+    assert_eq!(returned(1, 4).event_type(), "CommittedStockReturned");
+    assert_eq!(returned(1, 4).event_version(), "1.0");
+    assert_eq!(
+        serde_json::to_value(returned(1, 4)).unwrap(),
+        json!({"CommittedStockReturned": {
+            "sku": "MUG-01",
+            "order_id": order(1),
+            "quantity": 4,
+            "reason": "cancelled before shipping",
+        }})
+    );
+}
+
+#[test]
 fn a_committed_reservation_leaves_stock() {
     let inventory = state(vec![
         received(10),
@@ -356,7 +497,7 @@ fn available_stock_never_goes_negative() {
     for step in 0..5_000 {
         let quantity = rng.below(8) as u32;
         let order_n = u128::from(rng.below(12));
-        let command = match rng.below(5) {
+        let command = match rng.below(6) {
             0 => InventoryCommand::ReceiveStock {
                 sku: sku(),
                 quantity,
@@ -365,7 +506,8 @@ fn available_stock_never_goes_negative() {
             1 => adjust(rng.below(15) as i64 - 10, "stocktake"),
             2 => reserve(order_n, quantity),
             3 => release(order_n),
-            _ => commit(order_n),
+            4 => commit(order_n),
+            _ => return_committed(order_n),
         };
         match inventory.decide(command) {
             Ok(events) => {
@@ -398,6 +540,7 @@ fn the_inventory_snapshot_survives_serialisation() {
         reserved(1, 4),
         reserved(2, 1),
         committed(2, 1),
+        returned(2, 1),
     ]);
     let json = serde_json::to_string(&inventory).unwrap();
     assert_eq!(serde_json::from_str::<Inventory>(&json).unwrap(), inventory);

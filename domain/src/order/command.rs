@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{CustomerId, OrderId, PaymentId, Sku};
 use crate::money::{Currency, Money, MoneyError};
+use crate::payment::PaymentMethod;
 
 /// One line of an order: a SKU, how many, and the unit price quoted to the customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +52,8 @@ pub enum OrderCommand {
         lines: Vec<OrderLine>,
         /// The order's currency.
         currency: Currency,
+        /// How the customer will pay; a card token must not be blank.
+        payment_method: PaymentMethod,
         /// When the customer placed it.
         placed_at: DateTime<Utc>,
     },

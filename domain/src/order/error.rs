@@ -42,6 +42,9 @@ pub enum OrderError {
         /// The repeated SKU.
         sku: Sku,
     },
+    /// The order's card has a blank token, so the payment could not be authorised.
+    #[error("a card payment needs a token")]
+    MissingPaymentToken,
     /// The totals do not fit in the money type.
     #[error("order total overflow")]
     AmountOverflow,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Canceller, OrderLine};
 use crate::ids::{CustomerId, OrderId, PaymentId};
 use crate::money::{Currency, Money};
+use crate::payment::PaymentMethod;
 
 /// An event of the order aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,12 @@ pub enum OrderEvent {
         subtotal: Money,
         /// What the customer pays; for now the subtotal (no shipping or tax yet).
         total: Money,
+        /// How the customer will pay, which the saga needs to authorise the payment.
+        ///
+        /// Always set on new events; `None` only for orders placed before the method
+        /// was recorded, whose stored events have no such field.
+        #[serde(default)]
+        payment_method: Option<PaymentMethod>,
         /// When the customer placed it.
         placed_at: DateTime<Utc>,
     },

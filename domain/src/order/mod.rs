@@ -10,6 +10,8 @@
 //!
 //! Prices are facts from the catalog that travel in `PlaceOrder`; the order computes
 //! and records its totals with checked arithmetic.
+//! `PlaceOrder` also carries the [`PaymentMethod`], recorded in `OrderPlaced` so that
+//! the saga can authorise the payment from the order alone.
 
 mod command;
 mod error;
@@ -30,6 +32,7 @@ pub use event::OrderEvent;
 
 use crate::ids::{CustomerId, OrderId, PaymentId};
 use crate::money::{Currency, Money};
+use crate::payment::PaymentMethod;
 use crate::text::required;
 
 /// Where an order is in its life.
@@ -90,6 +93,9 @@ struct Placed {
     currency: Currency,
     subtotal: Money,
     total: Money,
+    /// `None` only for orders placed before the method was recorded.
+    #[serde(default)]
+    payment_method: Option<PaymentMethod>,
     placed_at: DateTime<Utc>,
     status: OrderStatus,
     payment_id: Option<PaymentId>,
@@ -132,6 +138,12 @@ impl Order {
         self.placed.as_ref().map(|o| o.total)
     }
 
+    /// How the customer pays, once placed; `None` also for orders placed before the
+    /// method was recorded.
+    pub fn payment_method(&self) -> Option<&PaymentMethod> {
+        self.placed.as_ref().and_then(|o| o.payment_method.as_ref())
+    }
+
     /// When the customer placed the order.
     pub fn placed_at(&self) -> Option<DateTime<Utc>> {
         self.placed.as_ref().map(|o| o.placed_at)
@@ -159,8 +171,16 @@ impl Order {
                     customer_id,
                     lines,
                     currency,
+                    payment_method,
                     placed_at,
-                } => place(order_id, customer_id, lines, currency, placed_at),
+                } => place(
+                    order_id,
+                    customer_id,
+                    lines,
+                    currency,
+                    payment_method,
+                    placed_at,
+                ),
                 _ => Err(OrderError::NotPlaced),
             };
         };
@@ -277,6 +297,7 @@ fn place(
     customer_id: CustomerId,
     lines: Vec<OrderLine>,
     currency: Currency,
+    payment_method: PaymentMethod,
     placed_at: DateTime<Utc>,
 ) -> Result<Vec<OrderEvent>, OrderError> {
     if lines.is_empty() {
@@ -311,6 +332,11 @@ fn place(
             .and_then(|line_total| subtotal.checked_add(line_total))
             .map_err(|_| OrderError::AmountOverflow)?;
     }
+    let payment_method = match payment_method {
+        PaymentMethod::Card { token } => PaymentMethod::Card {
+            token: required(&token, OrderError::MissingPaymentToken)?,
+        },
+    };
     Ok(vec![OrderEvent::OrderPlaced {
         order_id,
         customer_id,
@@ -318,6 +344,7 @@ fn place(
         currency,
         subtotal,
         total: subtotal,
+        payment_method: Some(payment_method),
         placed_at,
     }])
 }
@@ -349,6 +376,7 @@ impl Aggregate for Order {
             currency,
             subtotal,
             total,
+            payment_method,
             placed_at,
         } = event
         {
@@ -359,6 +387,7 @@ impl Aggregate for Order {
                 currency,
                 subtotal,
                 total,
+                payment_method,
                 placed_at,
                 status: OrderStatus::Placed,
                 payment_id: None,

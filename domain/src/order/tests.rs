@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::ids::Sku;
+use crate::payment::PaymentMethod;
 
 type OrderTest = TestFramework<Order>;
 
@@ -41,12 +42,23 @@ fn lines() -> Vec<OrderLine> {
     vec![line("MUG-01", 2, 850), line("TS-M", 1, 1999)]
 }
 
+fn card() -> PaymentMethod {
+    PaymentMethod::Card {
+        token: "tok_visa".into(),
+    }
+}
+
 fn place(lines: Vec<OrderLine>) -> OrderCommand {
+    place_paying(lines, card())
+}
+
+fn place_paying(lines: Vec<OrderLine>, payment_method: PaymentMethod) -> OrderCommand {
     OrderCommand::PlaceOrder {
         order_id: order_id(),
         customer_id: customer_id(),
         lines,
         currency: Currency::EUR,
+        payment_method,
         placed_at: placed_at(),
     }
 }
@@ -59,6 +71,7 @@ fn placed() -> OrderEvent {
         currency: Currency::EUR,
         subtotal: eur(3699),
         total: eur(3699),
+        payment_method: Some(card()),
         placed_at: placed_at(),
     }
 }
@@ -201,6 +214,47 @@ fn placing_an_order_with_a_repeated_sku_is_rejected() {
         .then_expect_error(OrderError::DuplicateSku {
             sku: Sku::parse("MUG-01").unwrap(),
         });
+}
+
+#[test]
+fn placing_an_order_with_a_blank_card_token_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place_paying(
+            lines(),
+            PaymentMethod::Card { token: " ".into() },
+        ))
+        .then_expect_error(OrderError::MissingPaymentToken);
+}
+
+#[test]
+fn placing_an_order_records_its_payment_method() {
+    let events = Order::default().decide(place(lines())).unwrap();
+    let mut order = Order::default();
+    for event in events {
+        order.apply(event);
+    }
+    assert_eq!(order.payment_method(), Some(&card()));
+}
+
+#[test]
+fn an_order_placed_before_payment_methods_were_recorded_has_none() {
+    let mut stored = serde_json::to_value(placed()).unwrap();
+    stored["OrderPlaced"]
+        .as_object_mut()
+        .unwrap()
+        .remove("payment_method");
+
+    let event: OrderEvent = serde_json::from_value(stored).unwrap();
+
+    let OrderEvent::OrderPlaced { payment_method, .. } = &event else {
+        panic!("{event:?}");
+    };
+    assert_eq!(payment_method, &None);
+    let mut order = Order::default();
+    order.apply(event);
+    assert_eq!(order.payment_method(), None);
+    assert_eq!(order.status(), Some(OrderStatus::Placed));
 }
 
 #[test]

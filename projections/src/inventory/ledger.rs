@@ -22,6 +22,8 @@ pub enum MovementKind {
     Released,
     /// An order's held units left stock (`ReservationCommitted`).
     Committed,
+    /// An order's committed units came back into stock (`CommittedStockReturned`).
+    Returned,
 }
 
 impl MovementKind {
@@ -33,6 +35,7 @@ impl MovementKind {
             MovementKind::Reserved => "reserved",
             MovementKind::Released => "released",
             MovementKind::Committed => "committed",
+            MovementKind::Returned => "returned",
         }
     }
 
@@ -44,6 +47,7 @@ impl MovementKind {
             "reserved" => MovementKind::Reserved,
             "released" => MovementKind::Released,
             "committed" => MovementKind::Committed,
+            "returned" => MovementKind::Returned,
             _ => return None,
         })
     }
@@ -62,13 +66,13 @@ pub(crate) struct StockEffect {
     pub order_id: Option<OrderId>,
     /// Where received units came from.
     pub reference: Option<String>,
-    /// Why the count was adjusted or a reservation released.
+    /// Why the count was adjusted, a reservation released or committed units returned.
     pub reason: Option<String>,
 }
 
 impl StockEffect {
     /// Received: +on hand; adjusted: +delta on hand; reserved: +reserved;
-    /// released: -reserved; committed: -reserved and -on hand.
+    /// released: -reserved; committed: -reserved and -on hand; returned: +on hand.
     pub(crate) fn of(event: &InventoryEvent) -> Self {
         let blank = |kind, quantity: i64| StockEffect {
             kind,
@@ -120,6 +124,17 @@ impl StockEffect {
                 order_id: Some(*order_id),
                 ..blank(MovementKind::Committed, i64::from(*quantity))
             },
+            InventoryEvent::CommittedStockReturned {
+                order_id,
+                quantity,
+                reason,
+                ..
+            } => StockEffect {
+                on_hand_change: i64::from(*quantity),
+                order_id: Some(*order_id),
+                reason: Some(reason.clone()),
+                ..blank(MovementKind::Returned, i64::from(*quantity))
+            },
         }
     }
 }
@@ -131,17 +146,22 @@ pub(crate) fn event_sku(event: &InventoryEvent) -> &str {
         | InventoryEvent::StockAdjusted { sku, .. }
         | InventoryEvent::StockReserved { sku, .. }
         | InventoryEvent::ReservationReleased { sku, .. }
-        | InventoryEvent::ReservationCommitted { sku, .. } => sku.as_str(),
+        | InventoryEvent::ReservationCommitted { sku, .. }
+        | InventoryEvent::CommittedStockReturned { sku, .. } => sku.as_str(),
     }
 }
 
-/// The order an inventory event concerns, if any.
-pub(crate) fn event_order(event: &InventoryEvent) -> Option<OrderId> {
+/// The order whose reservation an inventory event opens or closes, if any.
+///
+/// A return names an order too, but its reservation was closed by the commit before it.
+pub(crate) fn reservation_order(event: &InventoryEvent) -> Option<OrderId> {
     match event {
         InventoryEvent::StockReserved { order_id, .. }
         | InventoryEvent::ReservationReleased { order_id, .. }
         | InventoryEvent::ReservationCommitted { order_id, .. } => Some(*order_id),
-        InventoryEvent::StockReceived { .. } | InventoryEvent::StockAdjusted { .. } => None,
+        InventoryEvent::StockReceived { .. }
+        | InventoryEvent::StockAdjusted { .. }
+        | InventoryEvent::CommittedStockReturned { .. } => None,
     }
 }
 
@@ -246,6 +266,39 @@ mod tests {
                 on_hand: 6,
                 reserved: 0,
                 last_sequence: 3
+            }
+        );
+    }
+
+    #[test]
+    fn returned_stock_is_on_hand_again_and_holds_no_reservation() {
+        let order_id = OrderId(Uuid::from_u128(1));
+        let returned = InventoryEvent::CommittedStockReturned {
+            sku: sku(),
+            order_id,
+            quantity: 4,
+            reason: "cancelled before shipping".into(),
+        };
+        let mut tally = StockTally {
+            on_hand: 6,
+            reserved: 1,
+            last_sequence: 3,
+        };
+
+        let effect = tally.record("MUG-01", 4, &returned).unwrap().unwrap();
+
+        assert_eq!(
+            (effect.kind, effect.on_hand_change, effect.reserved_change),
+            (MovementKind::Returned, 4, 0)
+        );
+        assert_eq!(effect.reason.as_deref(), Some("cancelled before shipping"));
+        assert_eq!(reservation_order(&returned), None);
+        assert_eq!(
+            tally,
+            StockTally {
+                on_hand: 10,
+                reserved: 1,
+                last_sequence: 4
             }
         );
     }

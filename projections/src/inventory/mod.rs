@@ -1,10 +1,12 @@
 //! The inventory read model: stock per SKU, its movement history and open reservations.
 //!
-//! Schema `inventory` (migration `0004_inventory.sql`):
+//! Schema `inventory` (migration `0004_inventory.sql`; `0009_inventory_returns.sql` adds
+//! the `returned` movement kind):
 //! - `stock_levels`: on hand, reserved, available (generated) and the last movement time
 //!   per SKU, with the aggregate version applied last;
 //! - `movements`: one row per inventory event, keyed by stream position and event index;
-//! - `reservations`: the units held per (SKU, order) until released or committed.
+//! - `reservations`: the units held per (SKU, order) until released or committed; a
+//!   return of committed units puts them on hand and leaves reservations alone.
 //!
 //! A batch is applied in a few statements: the stock and reservations it touches are
 //! loaded, folded in memory in stream order, and written back with `UNNEST` upserts.
@@ -75,7 +77,7 @@ impl Projection for InventoryProjection {
         );
         let reservation_keys = distinct(decoded.iter().flat_map(|(delivery, events)| {
             events.iter().filter_map(|envelope| {
-                ledger::event_order(&envelope.payload)
+                ledger::reservation_order(&envelope.payload)
                     .map(|order_id| (delivery.commit.envelope.aggregate_id.clone(), order_id))
             })
         }));
@@ -98,7 +100,7 @@ impl Projection for InventoryProjection {
                 };
                 level.last_movement_at = Some(timestamp);
                 level.changed = true;
-                if let Some(order_id) = effect.order_id {
+                if let Some(order_id) = ledger::reservation_order(&envelope.payload) {
                     let key = (sku.to_owned(), order_id);
                     let held = reservations.entry(key.clone()).or_default();
                     hold(sku, order_id, held, &effect, timestamp)?;
@@ -167,7 +169,7 @@ fn hold(
                 open.map_or(0, |open| open.quantity)
             )))
         }
-        (MovementKind::Received | MovementKind::Adjusted, _) => Ok(()),
+        (MovementKind::Received | MovementKind::Adjusted | MovementKind::Returned, _) => Ok(()),
     }
 }
 

@@ -82,9 +82,7 @@ impl Shop {
                 payment_id: payment,
                 order_id: id,
                 amount: eur(total),
-                method: PaymentMethod::Card {
-                    token: "tok_visa".into(),
-                },
+                method: card(),
                 provider_reference: format!("auth-{payment}"),
             },
             at + Duration::minutes(2),
@@ -125,6 +123,12 @@ pub fn line(sku: &str, quantity: u32, cents: i64) -> OrderLine {
     }
 }
 
+pub fn card() -> PaymentMethod {
+    PaymentMethod::Card {
+        token: "tok_visa".into(),
+    }
+}
+
 pub fn place(
     id: OrderId,
     customer: CustomerId,
@@ -136,6 +140,7 @@ pub fn place(
         customer_id: customer,
         lines,
         currency: Currency::EUR,
+        payment_method: card(),
         placed_at: at,
     }
 }
