@@ -19,7 +19,6 @@ use domain::{OrderId, RefundId};
 use infra_nats::{CommandBus, CommandError, CommitOutcome};
 use sqlx::PgPool;
 use tracing::{debug, info, instrument, warn};
-use uuid::Uuid;
 
 use crate::buses::SagaBuses;
 use crate::keys::{provider_key, step_id, step_metadata};
@@ -258,7 +257,7 @@ impl SagaDriver {
             .config
             .backoff
             .until("mark-stock-reserved", deadline, || {
-                send(&self.buses.orders, &order_id.to_string(), OrderCommand::MarkStockReserved, order_id, "mark-stock-reserved", |error| {
+                send(&self.buses.orders, order_id.to_string(), OrderCommand::MarkStockReserved, order_id, "mark-stock-reserved", |error| {
                     order_moved_on(error, OrderStatus::StockReserved)
                 })
             })
@@ -306,7 +305,7 @@ impl SagaDriver {
                     .config
                     .backoff
                     .bounded("record-decline", || {
-                        send(&self.buses.payments, &run.payment_id.to_string(), decline.clone(), order_id, "record-decline", |error| {
+                        send(&self.buses.payments, run.payment_id.to_string(), decline.clone(), order_id, "record-decline", |error| {
                             payment_done_or(error, &[PaymentError::AlreadyDeclined])
                         })
                     })
@@ -333,7 +332,7 @@ impl SagaDriver {
             .config
             .backoff
             .until("record-authorisation", deadline, || {
-                send(&self.buses.payments, &run.payment_id.to_string(), record.clone(), order_id, "record-authorisation", |error| {
+                send(&self.buses.payments, run.payment_id.to_string(), record.clone(), order_id, "record-authorisation", |error| {
                     payment_done_or(error, &[PaymentError::AlreadyAuthorised])
                 })
             })
@@ -347,7 +346,7 @@ impl SagaDriver {
             .until("mark-payment-authorised", deadline, || {
                 send(
                     &self.buses.orders,
-                    &order_id.to_string(),
+                    order_id.to_string(),
                     OrderCommand::MarkPaymentAuthorised {
                         payment_id: run.payment_id,
                     },
@@ -389,7 +388,7 @@ impl SagaDriver {
             .until("record-capture", deadline, || {
                 send(
                     &self.buses.payments,
-                    &run.payment_id.to_string(),
+                    run.payment_id.to_string(),
                     PaymentCommand::CapturePayment { amount: run.amount },
                     order_id,
                     "record-capture",
@@ -424,7 +423,7 @@ impl SagaDriver {
             .config
             .backoff
             .until("confirm", deadline, || {
-                send(&self.buses.orders, &order_id.to_string(), OrderCommand::ConfirmOrder, order_id, "confirm", |error| {
+                send(&self.buses.orders, order_id.to_string(), OrderCommand::ConfirmOrder, order_id, "confirm", |error| {
                     order_moved_on(error, OrderStatus::Confirmed)
                 })
             })
@@ -511,7 +510,7 @@ impl SagaDriver {
         };
         backoff
             .bounded("cancel", || {
-                send(&self.buses.orders, &order_id.to_string(), cancel.clone(), order_id, "cancel", |error| match error {
+                send(&self.buses.orders, order_id.to_string(), cancel.clone(), order_id, "cancel", |error| match error {
                     OrderError::AlreadyCancelled => Ok(()),
                     other => Err(Failure::Permanent(format!("cannot cancel the order: {other}"))),
                 })
@@ -525,7 +524,7 @@ impl SagaDriver {
             };
             backoff
                 .bounded("mark-refunded", || {
-                    send(&self.buses.orders, &order_id.to_string(), mark.clone(), order_id, "mark-refunded", |error| match error {
+                    send(&self.buses.orders, order_id.to_string(), mark.clone(), order_id, "mark-refunded", |error| match error {
                         OrderError::AlreadyRefunded | OrderError::NotPaid => Ok(()),
                         other => Err(Failure::Permanent(format!("cannot mark the order refunded: {other}"))),
                     })
@@ -572,7 +571,7 @@ impl SagaDriver {
             VoidOutcome::Voided => {
                 backoff
                     .bounded("record-void", || {
-                        send(&self.buses.payments, &payment, PaymentCommand::VoidPayment, order_id, "record-void", |error| {
+                        send(&self.buses.payments, payment.as_str(), PaymentCommand::VoidPayment, order_id, "record-void", |error| {
                             // Nothing recorded (the authorisation came late or the driver
                             // died before recording it) or already voided: nothing to do.
                             payment_done_or(error, &[PaymentError::NotFound, PaymentError::AlreadyVoided])
@@ -587,7 +586,7 @@ impl SagaDriver {
                     .bounded("record-capture", || {
                         send(
                             &self.buses.payments,
-                            &payment,
+                            payment.as_str(),
                             PaymentCommand::CapturePayment { amount: run.amount },
                             order_id,
                             "record-capture",
@@ -614,7 +613,7 @@ impl SagaDriver {
                 };
                 backoff
                     .bounded("record-refund", || {
-                        send(&self.buses.payments, &payment, record.clone(), order_id, "record-refund", |error| {
+                        send(&self.buses.payments, payment.as_str(), record.clone(), order_id, "record-refund", |error| {
                             Err(Failure::Permanent(format!("cannot record the refund: {error}")))
                         })
                     })
@@ -650,7 +649,7 @@ fn failed(step: FailedStep, reason: String) -> SagaCommand {
 /// (the same command id makes a resend safe).
 async fn send<A>(
     bus: &CommandBus<A>,
-    aggregate_id: &str,
+    aggregate_id: impl AsRef<str>,
     command: A::Command,
     order_id: OrderId,
     step: &str,
@@ -661,7 +660,7 @@ where
     A::Command: Clone,
 {
     let metadata = step_metadata(order_id, step, order_id.as_uuid());
-    let result = bus.execute(aggregate_id, command, &metadata).await;
+    let result = bus.execute(aggregate_id.as_ref(), command, &metadata).await;
     match result {
         Ok(_) => Ok(()),
         Err(CommandError::Rejected(error)) => on_rejected(error),

@@ -131,7 +131,7 @@ async fn a_hanging_provider_times_out_and_its_late_success_is_voided() {
     assert_eq!((ledger.authorised_held_minor, ledger.captured_minor), (0, 0));
     assert_eq!(
         shop.provider.entry(order).await.unwrap().unwrap().state,
-        "voided"
+        saga::provider::EntryState::Voided
     );
     shop.stop().await;
 }

@@ -29,7 +29,9 @@ pub enum InventoryCommand {
     ///
     /// Reserving again for an order that already holds (or held and committed) a
     /// reservation changes nothing, whatever the quantity: the first reservation stands.
-    /// To change a quantity, release the reservation first.
+    /// An order reserves a SKU once: after a release, reserving again for the same order
+    /// is refused (`ReservationEnded`), so a step re-run after its compensation cannot hold
+    /// stock again.
     ReserveStock {
         /// The order to reserve for.
         order_id: OrderId,

@@ -52,6 +52,12 @@ pub enum InventoryError {
         /// Units available.
         available: u64,
     },
+    /// The order's reservation was released; an order reserves a SKU once.
+    #[error("the reservation of order {order_id} was released and cannot be made again")]
+    ReservationEnded {
+        /// The order.
+        order_id: OrderId,
+    },
     /// The order holds no reservation to commit.
     #[error("order {order_id} holds no reservation")]
     NoReservation {

@@ -44,6 +44,10 @@ pub struct Inventory {
     committed: BTreeMap<OrderId, u32>,
     /// Committed orders whose units were returned, so that a repeated return is ignored.
     returned: BTreeSet<OrderId>,
+    /// Orders whose reservation was released: it ended for good, so a late or repeated
+    /// reservation (a saga step re-run after its compensation) cannot hold stock again.
+    #[serde(default)]
+    released: BTreeSet<OrderId>,
 }
 
 impl Inventory {
@@ -140,6 +144,9 @@ impl Inventory {
                     || self.committed.contains_key(&order_id)
                 {
                     return Ok(vec![]);
+                }
+                if self.released.contains(&order_id) {
+                    return Err(InventoryError::ReservationEnded { order_id });
                 }
                 let available = self.available();
                 let Some(sku) = self.sku.clone() else {
@@ -257,6 +264,7 @@ impl Aggregate for Inventory {
             }
             InventoryEvent::ReservationReleased { order_id, .. } => {
                 self.reservations.remove(&order_id);
+                self.released.insert(order_id);
             }
             InventoryEvent::ReservationCommitted {
                 order_id, quantity, ..

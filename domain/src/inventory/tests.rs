@@ -265,6 +265,19 @@ fn reserving_for_an_order_already_fulfilled_records_nothing() {
 }
 
 #[test]
+fn reserving_again_after_a_release_is_refused() {
+    // The saga released it while compensating; a stale driver must not hold stock again.
+    InventoryTest::with(())
+        .given(vec![received(10), reserved(1, 4), released(1, 4)])
+        .when(reserve(1, 4))
+        .then_expect_error(InventoryError::ReservationEnded { order_id: order(1) });
+    InventoryTest::with(())
+        .given(vec![received(10), reserved(1, 4), released(1, 4)])
+        .when(reserve(2, 4))
+        .then_expect_events(vec![reserved(2, 4)]);
+}
+
+#[test]
 fn releasing_a_reservation_records_it() {
     InventoryTest::with(())
         .given(vec![received(10), reserved(1, 4)])
