@@ -70,6 +70,7 @@ async fn projector_status_is_served_as_json() {
             "inventory",
             "orders",
             "payments",
+            "sagas",
             "sales",
             "notifier"
         ]

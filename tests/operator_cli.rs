@@ -44,6 +44,7 @@ async fn projections_status_lists_every_projector_as_json() {
             "inventory",
             "orders",
             "payments",
+            "sagas",
             "sales",
             "notifier"
         ]

@@ -1,5 +1,6 @@
 //! Decoding delivered commits, and where a commit stands relative to what a read model
-//! already applied of its aggregate; shared by the orders, payments and sales models.
+//! already applied of its aggregate; shared by the orders, payments, sagas and sales
+//! models.
 //!
 //! Read models keep the aggregate version they last applied per aggregate, which makes
 //! `apply` idempotent (a replayed commit is skipped) and lets it notice a commit that

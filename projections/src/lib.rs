@@ -4,11 +4,11 @@
 //! - [`runtime`]: the projector that feeds a projection from its durable consumer,
 //!   exactly once, with batching, retries and the sequenced dead-letter queue.
 //! - One module per read model: [`catalog`], [`inventory`], [`orders`], [`payments`],
-//!   [`sales`], [`notifications`].
+//!   [`sagas`], [`sales`], [`notifications`].
 //! - [`page`]: keyset pagination shared by the query functions.
 //! - `commits`: decoding commits and checking version continuity, shared by the
-//!   orders, payments and sales models; `batch`: the batch checks of the catalog and
-//!   inventory models.
+//!   orders, payments, sagas and sales models; `batch`: the batch checks of the catalog
+//!   and inventory models.
 //!
 //! The schema migrations (`migrations/`) are applied by `shopstream migrate` and at
 //! start-up.
@@ -26,6 +26,7 @@ pub mod payments;
 pub mod projection;
 pub mod registry;
 pub mod runtime;
+pub mod sagas;
 pub mod sales;
 pub mod status;
 

@@ -8,6 +8,7 @@ use crate::notifications::NotifierProjection;
 use crate::orders::OrdersProjection;
 use crate::payments::PaymentsProjection;
 use crate::projection::Projection;
+use crate::sagas::SagasProjection;
 use crate::sales::SalesProjection;
 
 /// All projections, in the order they are started.
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(InventoryProjection),
         Arc::new(OrdersProjection),
         Arc::new(PaymentsProjection),
+        Arc::new(SagasProjection),
         Arc::new(SalesProjection),
         Arc::new(NotifierProjection),
     ]

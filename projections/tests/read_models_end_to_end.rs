@@ -38,11 +38,12 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The schemas of the read models, whose every table a rebuild must reproduce.
-const READ_MODEL_SCHEMAS: [&str; 6] = [
+const READ_MODEL_SCHEMAS: [&str; 7] = [
     "catalog",
     "inventory",
     "orders",
     "payments",
+    "sagas",
     "sales",
     "notifications",
 ];

@@ -42,7 +42,9 @@ fn started() -> SagaEvent {
 }
 
 fn reserved() -> SagaEvent {
-    SagaEvent::StockReserved { deadline_at: at(20) }
+    SagaEvent::StockReserved {
+        deadline_at: at(20),
+    }
 }
 
 fn authorised() -> SagaEvent {
@@ -88,7 +90,12 @@ fn starts_once_and_the_trigger_drives() {
     let saga = fold(&[started()]);
     assert!(saga.is_driven_by(&Owner::Trigger(7)));
     assert!(!saga.is_driven_by(&Owner::Trigger(8)));
-    assert_eq!(saga.phase(), Some(&Phase::Reserving { deadline_at: at(10) }));
+    assert_eq!(
+        saga.phase(),
+        Some(&Phase::Reserving {
+            deadline_at: at(10)
+        })
+    );
 }
 
 #[test]
@@ -117,7 +124,12 @@ fn start_needs_lines_a_positive_amount_and_a_card_token() {
 
 #[test]
 fn the_happy_path_ends_at_rest_with_no_owner() {
-    let saga = fold(&[started(), reserved(), authorised(), SagaEvent::SagaCompleted]);
+    let saga = fold(&[
+        started(),
+        reserved(),
+        authorised(),
+        SagaEvent::SagaCompleted,
+    ]);
     assert_eq!(saga.phase(), Some(&Phase::Completed));
     assert!(saga.phase().unwrap().is_at_rest());
     assert_eq!(saga.run().unwrap().owner, None);
@@ -131,7 +143,9 @@ fn the_happy_path_ends_at_rest_with_no_owner() {
 fn each_phase_records_its_own_outcome_only() {
     SagaTest::with(())
         .given(vec![started()])
-        .when(SagaCommand::RecordStockReserved { deadline_at: at(20) })
+        .when(SagaCommand::RecordStockReserved {
+            deadline_at: at(20),
+        })
         .then_expect_events(vec![reserved()]);
     SagaTest::with(())
         .given(vec![started(), reserved()])
@@ -163,7 +177,9 @@ fn duplicate_replies_are_ignored() {
         .then_expect_events(vec![]);
     SagaTest::with(())
         .given(vec![started(), reserved()])
-        .when(SagaCommand::RecordStockReserved { deadline_at: at(20) })
+        .when(SagaCommand::RecordStockReserved {
+            deadline_at: at(20),
+        })
         .then_expect_events(vec![]);
 }
 
@@ -222,7 +238,12 @@ fn a_cancellation_during_a_forward_phase_compensates_under_the_same_owner() {
 
 #[test]
 fn a_cancellation_after_completion_takes_over() {
-    let mut saga = fold(&[started(), reserved(), authorised(), SagaEvent::SagaCompleted]);
+    let mut saga = fold(&[
+        started(),
+        reserved(),
+        authorised(),
+        SagaEvent::SagaCompleted,
+    ]);
     let events = saga.decide(cancel(40)).unwrap();
     assert!(matches!(
         events[..],
@@ -305,7 +326,12 @@ fn operators_retry_only_parked_sagas_and_take_ownership() {
 #[test]
 fn operators_cannot_compensate_a_finished_saga_and_must_say_why() {
     SagaTest::with(())
-        .given(vec![started(), reserved(), authorised(), SagaEvent::SagaCompleted])
+        .given(vec![
+            started(),
+            reserved(),
+            authorised(),
+            SagaEvent::SagaCompleted,
+        ])
         .when(SagaCommand::Intervene {
             action: OperatorAction::Compensate,
             actor: "user:ops".to_owned(),
