@@ -68,6 +68,10 @@ impl Harness {
         saga: SagaConfig,
         trigger: TriggerConfig,
     ) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let nats = NatsServer::start();
         let db = TestDatabase::create().await.unwrap();
         projections::migrate(&db.pool).await.unwrap();
