@@ -80,12 +80,12 @@ async fn run_with_failure_rate(rate: f64, seed: u64) {
     shop.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_percent_injected_failures_are_compensated_exactly() {
     run_with_failure_rate(0.03, 3).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_percent_injected_failures_are_compensated_exactly() {
     run_with_failure_rate(0.5, 50).await;
 }
