@@ -219,7 +219,6 @@ async fn closed_loop(shop: Arc<Shop>, customers: usize, seconds: u64) -> anyhow:
         .map(|c| {
             let shop = shop.clone();
             let to_confirmed = to_confirmed.clone();
-            let to_read_model = to_read_model.clone();
             tokio::spawn(async move {
                 let mut n = c;
                 let mut done = 0u64;

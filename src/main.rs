@@ -50,7 +50,7 @@ enum Command {
 enum SagasCommand {
     /// Sagas by state, newest first.
     List {
-        /// running, waiting, stuck, compensation_failed, completed or compensated.
+        /// running, waiting, stuck_past_deadline, compensation_failed, completed or compensated.
         #[arg(long)]
         state: Option<String>,
         /// At most this many.

@@ -190,3 +190,54 @@ fn default_saga_settings() -> SagaSettings {
         payment_seed: 0,
     }
 }
+
+/// `sagas list`: sagas by state from the `sagas` read model, newest first.
+///
+/// # Errors
+/// When the state is unknown or PostgreSQL fails.
+pub async fn sagas_list(
+    settings: &Settings,
+    state: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    use projections::sagas::{self, SagaFilter, SagaState};
+    let state = state
+        .map(|s| {
+            s.parse::<SagaState>().map_err(|_| {
+                let known: Vec<_> = SagaState::ALL.iter().map(|s| s.as_str()).collect();
+                anyhow::anyhow!("unknown state `{s}`; one of: {}", known.join(", "))
+            })
+        })
+        .transpose()?;
+    let db = connect_database(&settings.database_url).await?;
+    projections::migrate(&db).await.context("migrating PostgreSQL")?;
+    let filter = SagaFilter {
+        state,
+        ..SagaFilter::default()
+    };
+    let first = usize::try_from(limit.clamp(1, 1000)).unwrap_or(50);
+    let page = sagas::list(&db, &filter, first, None).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&page.items)?);
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<19}  {:<25}  {:<25}  reason",
+        "order", "phase", "updated", "deadline"
+    );
+    for saga in &page.items {
+        println!(
+            "{:<36}  {:<19}  {:<25}  {:<25}  {}",
+            saga.order_id,
+            saga.phase.as_str(),
+            saga.updated_at.to_rfc3339(),
+            saga.deadline_at.map(|d| d.to_rfc3339()).unwrap_or_default(),
+            saga.reason.as_deref().unwrap_or(""),
+        );
+    }
+    if let Some(total) = page.total_count {
+        println!("{} of {total}", page.items.len());
+    }
+    Ok(())
+}

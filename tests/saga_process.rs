@@ -219,6 +219,29 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
         confirmed_total,
         "{ledger:?}"
     );
+    // Stock committed for an order that ended cancelled came back.
+    for (order, phase) in &phases {
+        if !matches!(phase, Phase::Compensated { .. }) {
+            continue;
+        }
+        let state = buses.orders.store().load_fresh(&order.to_string()).await.unwrap();
+        for line in state.state().lines() {
+            let inventory = buses.inventory.store().load_fresh(line.sku.as_str()).await.unwrap();
+            let inventory = inventory.state();
+            if inventory.committed_quantity(*order).is_some() {
+                let history = buses.sagas.store().history(&order.to_string()).await.unwrap();
+                let events: Vec<_> = history
+                    .iter()
+                    .flat_map(|c| c.envelope.events.iter().map(|e| (c.position, e.payload.to_string())))
+                    .collect();
+                assert!(
+                    inventory.is_returned(*order),
+                    "order {order} ended {phase:?} with {} committed and not returned; saga: {events:#?}",
+                    line.sku
+                );
+            }
+        }
+    }
     // No stranded reservation; stock went out only for confirmed orders.
     for i in 0..SKUS {
         let inventory = buses.inventory.store().load_fresh(&sku(i)).await.unwrap();

@@ -165,8 +165,14 @@ impl<A: Aggregate> CommandBus<A> {
         }
         let map = metadata.to_map();
         let attempts = self.policy.max_retries + 1;
-        for attempt in 1..=attempts {
-            let outcome = OUTCOME
+        // A decision that appends nothing (a rejection, or a command with no effect) is
+        // not checked by the server's sequence check, so one taken on a cached state
+        // that another process has moved past would stand unchallenged: take it again on
+        // freshly loaded state before reporting it.
+        let mut state_is_fresh = false;
+        let mut attempt = 0;
+        loop {
+            let result = OUTCOME
                 .scope(RefCell::new(None), async {
                     let result = self
                         .framework
@@ -175,10 +181,25 @@ impl<A: Aggregate> CommandBus<A> {
                     let recorded = OUTCOME.with(|slot| slot.borrow_mut().take());
                     into_attempt(result, recorded)
                 })
-                .await?;
-            match outcome {
-                Attempt::Committed(outcome) => return Ok(outcome),
-                Attempt::Conflict => {
+                .await;
+            match result {
+                Err(CommandError::Rejected(_)) if !state_is_fresh => {
+                    debug!("rejected on a cached state; deciding again on fresh state");
+                    self.store.evict(aggregate_id);
+                    state_is_fresh = true;
+                }
+                Ok(Attempt::Committed(outcome)) if outcome.events == 0 && !state_is_fresh => {
+                    debug!("no effect on a cached state; deciding again on fresh state");
+                    self.store.evict(aggregate_id);
+                    state_is_fresh = true;
+                }
+                Ok(Attempt::Committed(outcome)) => return Ok(outcome),
+                Err(error) => return Err(error),
+                Ok(Attempt::Conflict) => {
+                    attempt += 1;
+                    if attempt >= attempts {
+                        return Err(CommandError::Conflict { attempts });
+                    }
                     debug!(attempt, "conflict, deciding again on fresh state");
                     // A lost ack followed by a retry lands here: the server compares the
                     // (now stale) expected sequence before the Msg-Id, so look for the
@@ -190,10 +211,11 @@ impl<A: Aggregate> CommandBus<A> {
                     {
                         return Ok(CommitOutcome::replayed(aggregate_id, record));
                     }
+                    // That lookup reloaded the aggregate and refreshed the cache.
+                    state_is_fresh = true;
                 }
             }
         }
-        Err(CommandError::Conflict { attempts })
     }
 }
 

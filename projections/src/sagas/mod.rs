@@ -127,7 +127,8 @@ pub enum SagaState {
 }
 
 impl SagaState {
-    const ALL: [SagaState; 6] = [
+    /// Every state, in the order operators read them.
+    pub const ALL: [SagaState; 6] = [
         SagaState::Running,
         SagaState::Waiting,
         SagaState::StuckPastDeadline,

@@ -172,3 +172,59 @@ async fn concurrent_submissions_of_one_command_id_have_one_effect() {
     let js = async_nats::jetstream::new(client);
     assert_eq!(stream_last_position(&js).await.unwrap(), 1);
 }
+
+/// A decision that appends nothing is not checked by the server: taken on a cached state
+/// another replica has moved past, it would stand. The bus takes it again on fresh state.
+#[tokio::test]
+async fn a_no_op_or_rejection_decided_on_a_stale_cache_is_decided_again_on_fresh_state() {
+    use domain::inventory::{Inventory, InventoryCommand, InventoryError};
+    use domain::{OrderId, Sku};
+    use infra_nats::CommandError;
+
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let replica_a = bus::<Inventory>(&client, EventStoreConfig::default()).await;
+    let replica_b = bus::<Inventory>(&client, EventStoreConfig::default()).await;
+    let order = OrderId(uuid::Uuid::from_u128(7));
+    let receive = InventoryCommand::ReceiveStock {
+        sku: Sku::parse("MUG").unwrap(),
+        quantity: 5,
+        reference: "po-1".to_owned(),
+    };
+    // Replica A caches the SKU with nothing reserved; replica B then reserves.
+    replica_a.execute("MUG", receive, &metadata()).await.unwrap();
+    let reserve = InventoryCommand::ReserveStock {
+        order_id: order,
+        quantity: 2,
+    };
+    replica_b.execute("MUG", reserve, &metadata()).await.unwrap();
+
+    // On A's cached state the release would be a no-op and leave 2 units held.
+    let release = InventoryCommand::ReleaseReservation {
+        order_id: order,
+        reason: "cancelled".to_owned(),
+    };
+    let released = replica_a.execute("MUG", release, &metadata()).await.unwrap();
+    assert_eq!(released.events, 1, "the release happened");
+
+    // B commits nothing; A's cache still says nothing was committed. The rejection of a
+    // commit must come from fresh state, and so must its acceptance.
+    let reserve_other = InventoryCommand::ReserveStock {
+        order_id: OrderId(uuid::Uuid::from_u128(8)),
+        quantity: 1,
+    };
+    replica_b.execute("MUG", reserve_other, &metadata()).await.unwrap();
+    let commit = InventoryCommand::CommitReservation {
+        order_id: OrderId(uuid::Uuid::from_u128(8)),
+    };
+    let committed = replica_a.execute("MUG", commit, &metadata()).await.unwrap();
+    assert_eq!(committed.events, 1);
+    let commit_unknown = InventoryCommand::CommitReservation {
+        order_id: OrderId(uuid::Uuid::from_u128(9)),
+    };
+    let refused = replica_a.execute("MUG", commit_unknown, &metadata()).await;
+    assert!(matches!(
+        refused,
+        Err(CommandError::Rejected(InventoryError::NoReservation { .. }))
+    ));
+}
