@@ -29,7 +29,7 @@ fn spawn_saga(nats: &NatsServer, db: &TestDatabase) -> Child {
         .env("DATABASE_URL", &db.url)
         .env("SAGA_ACK_WAIT_MS", "1500")
         .env("SAGA_STEP_TIMEOUT_MS", "30000")
-        .env("PAYMENT_LATENCY_MS", "3")
+        .env("PAYMENT_LATENCY_MS", "15")
         .env("PAYMENT_FAILURE_RATE", "0.1")
         .env("PAYMENT_SEED", "11")
         .env("RUST_LOG", "warn")
@@ -90,10 +90,12 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
     }
 
     let mut replicas = [spawn_saga(&nats, &db), spawn_saga(&nats, &db)];
+    let placed = Arc::new(std::sync::Mutex::new(Vec::<OrderId>::new()));
     // The load: orders of one or two SKUs, a few declined cards, and customers cancelling
     // some orders at once or a little later.
     let load = {
         let buses = buses.clone();
+        let placed = placed.clone();
         tokio::spawn(async move {
             let mut seed: u64 = 0xfeed;
             let mut orders = Vec::new();
@@ -133,6 +135,7 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
                     .await
                     .unwrap();
                 orders.push(order_id);
+                placed.lock().unwrap().push(order_id);
                 if n % 11 == 0 {
                     let cancelled = orders[orders.len().saturating_sub(3)];
                     let _ = buses
@@ -154,15 +157,28 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
     };
 
     let mut seed: u64 = 0x5a6a;
+    let mut in_flight_at_kills = 0;
     for _ in 0..6 {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         tokio::time::sleep(Duration::from_millis(200 + (seed >> 33) % 400)).await;
         let victim = usize::from(seed >> 63 == 1);
+        let recent: Vec<OrderId> = {
+            let placed = placed.lock().unwrap();
+            placed.iter().rev().take(20).copied().collect()
+        };
+        for order in recent {
+            let saga = buses.sagas.store().load_fresh(&order.to_string()).await.unwrap();
+            if saga.state().phase().is_some_and(|phase| !phase.is_at_rest()) {
+                in_flight_at_kills += 1;
+            }
+        }
         replicas[victim].kill().expect("SIGKILL");
         replicas[victim].wait().unwrap();
         replicas[victim] = spawn_saga(&nats, &db);
     }
     let orders = load.await.unwrap();
+    // The kills hit sagas mid-way (some of the orders placed last were still running).
+    assert!(in_flight_at_kills > 0, "no saga was running when a replica was killed");
 
     // Every order's saga rests.
     let mut phases = BTreeMap::new();
