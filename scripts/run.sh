@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: a JetStream nats-server (fsync on every write,
 # state in .data/nats), PostgreSQL, `shopstream project` (the projectors that build the
-# read models) and `shopstream serve` on HTTP_ADDR (default 127.0.0.1:8080). Ctrl-C
-# stops shopstream and the nats-server it started.
+# read models), `shopstream saga` (drives placed orders, with the simulated payment
+# provider) and `shopstream serve` on HTTP_ADDR (default 127.0.0.1:8080). Ctrl-C stops
+# shopstream and the nats-server it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +26,7 @@ cargo build --locked --bin shopstream
 target_dir="${CARGO_TARGET_DIR:-target}"
 "$target_dir/debug/shopstream" project &
 projector_pid=$!
-trap 'kill $projector_pid 2>/dev/null || true; kill $nats_pid 2>/dev/null || true' EXIT
+"$target_dir/debug/shopstream" saga &
+saga_pid=$!
+trap 'kill $saga_pid $projector_pid 2>/dev/null || true; kill $nats_pid 2>/dev/null || true' EXIT
 "$target_dir/debug/shopstream" serve

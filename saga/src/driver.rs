@@ -192,26 +192,27 @@ impl SagaDriver {
                 return Ok(DriveOutcome::NotOwned);
             }
             let (command, step) = match &run.phase {
-                Phase::Reserving { deadline_at } => (self.reserve(&run, *deadline_at).await, "record/reserve"),
-                Phase::Authorising { deadline_at } => {
-                    (self.authorise(&run, *deadline_at).await, "record/authorise")
-                }
-                Phase::Completing { deadline_at } => {
-                    (self.complete(&run, *deadline_at).await, "record/complete")
-                }
+                Phase::Reserving { deadline_at } => (
+                    self.reserve(&run, *deadline_at).await,
+                    "record/reserve".to_owned(),
+                ),
+                Phase::Authorising { deadline_at } => (
+                    self.authorise(&run, *deadline_at).await,
+                    "record/authorise".to_owned(),
+                ),
+                Phase::Completing { deadline_at } => (
+                    self.complete(&run, *deadline_at).await,
+                    "record/complete".to_owned(),
+                ),
+                // Each compensation round (an operator may start another) records under
+                // its own key.
                 Phase::Compensating { .. } => (
                     self.compensate(&run).await,
-                    // Each compensation round records under its own key.
-                    if run.compensation_rounds > 1 { "record/compensate-again" } else { "record/compensate" },
+                    format!("record/compensate/{}", run.compensation_rounds),
                 ),
                 Phase::Completed | Phase::Compensated { .. } | Phase::CompensationFailed { .. } => {
                     unreachable!("rest phases returned above")
                 }
-            };
-            let step = if run.compensation_rounds > 1 {
-                format!("{step}/{}", run.compensation_rounds)
-            } else {
-                step.to_owned()
             };
             let outcome = self.record(order_id, command.clone(), &step).await?;
             if outcome.events == 0 {

@@ -11,7 +11,8 @@ use uuid::Uuid;
 pub const CONSUMER: &str = "saga";
 
 /// Parks the saga of `run`, failed at `step` with `error`, at the saga commit `position`
-/// that recorded the failure. Parking the same failure again changes nothing.
+/// that recorded the failure. Parking the same failure again changes nothing; an entry
+/// of an earlier compensation round of the same saga is superseded.
 ///
 /// # Errors
 /// When PostgreSQL fails.
@@ -25,6 +26,18 @@ pub async fn park(
     let position = i64::try_from(position).unwrap_or(i64::MAX);
     let message = format!("compensation step `{step}` keeps failing: {error}");
     let payload = serde_json::to_vec(run).unwrap_or_default();
+    let mut tx = pool.begin().await?;
+    // An earlier round's entry for the same saga is replaced by this one.
+    sqlx::query(
+        "UPDATE dead_letters SET status = 'superseded', resolved_at = now()
+          WHERE consumer = $1 AND aggregate_type = 'order_saga' AND aggregate_id = $2
+            AND status = 'parked' AND position < $3",
+    )
+    .bind(CONSUMER)
+    .bind(run.order_id.to_string())
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO dead_letters
              (id, consumer, position, aggregate_type, aggregate_id, blocked_by, error,
@@ -40,9 +53,9 @@ pub async fn park(
     .bind(&message)
     .bind(fingerprint(&message))
     .bind(payload)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// Marks the saga's parked entries resolved after an operator's action succeeded, and

@@ -243,6 +243,29 @@ async fn a_compensation_that_keeps_failing_ends_parked_in_the_dead_letter_queue(
         .unwrap();
     assert_eq!(outcome, DriveOutcome::Rested("compensation_failed".to_owned()));
     assert_eq!(shop.saga(order).await.run().unwrap().compensation_rounds, 2);
+    let filter = projections::dead_letters::DeadLetterFilter {
+        consumer: Some("saga".to_owned()),
+        ..Default::default()
+    };
+    let parked_again = projections::dead_letters::list(&shop.db.pool, &filter, 10).await.unwrap();
+    assert_eq!(parked_again.len(), 1, "the second round replaces the first");
+    assert!(parked_again[0].position > parked[0].position);
+
+    // The provider fixes its side; the next retry refunds, returns the stock, resolves the
+    // dead letter and records who did it.
+    assert_eq!(shop.provider.end_refund_outage(order).await.unwrap(), 1);
+    let outcome = saga::admin::retry(&driver, order, &actor, "refunds work again")
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Rested("compensated".to_owned()));
+    assert!(projections::dead_letters::list(&shop.db.pool, &filter, 10).await.unwrap().is_empty());
+    let history = projections::dead_letters::history(&shop.db.pool, Some("saga"), 10).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!((history[0].actor.as_str(), history[0].reason.as_str()), ("system:ops", "refunds work again"));
+    let ledger = shop.provider.ledger().await.unwrap();
+    assert_eq!((ledger.captured_minor, ledger.refunded_minor), (850, 850));
+    assert_eq!(shop.order_status(order).await, Some(OrderStatus::Refunded));
+    assert_eq!(shop.inventory("MUG").await.on_hand(), 5);
     // Retrying a saga that is not parked is refused and changes nothing.
     let done = shop.place(&[("MUG", 1, 850)], "tok_visa").await;
     assert_eq!(shop.rested(done).await, Phase::Completed);

@@ -379,6 +379,22 @@ impl SimulatedProvider {
         &self.config
     }
 
+    /// Ends the refund and void outage of an order paid with `tok_refund_fails` (as when a
+    /// provider fixes its side); returns how many authorisations it changed.
+    ///
+    /// # Errors
+    /// When PostgreSQL is unreachable.
+    pub async fn end_refund_outage(&self, order_id: OrderId) -> Result<u64, sqlx::Error> {
+        let ended = sqlx::query(
+            "UPDATE payment_simulator.authorisations SET card_token = 'tok_visa', updated_at = now()
+              WHERE order_id = $1 AND card_token = 'tok_refund_fails'",
+        )
+        .bind(order_id.as_uuid())
+        .execute(&self.pool)
+        .await?;
+        Ok(ended.rows_affected())
+    }
+
     /// Totals over the whole ledger.
     ///
     /// # Errors
