@@ -92,8 +92,16 @@ impl Shop {
         let order_id = OrderId(Uuid::new_v4());
         let (confirmed_tx, confirmed) = oneshot::channel();
         let (projected_tx, projected) = oneshot::channel();
-        self.waiters.confirmed.lock().unwrap().insert(order_id, confirmed_tx);
-        self.waiters.projected.lock().unwrap().insert(order_id, projected_tx);
+        self.waiters
+            .confirmed
+            .lock()
+            .unwrap()
+            .insert(order_id, confirmed_tx);
+        self.waiters
+            .projected
+            .lock()
+            .unwrap()
+            .insert(order_id, projected_tx);
         self.buses
             .orders
             .execute(
@@ -125,7 +133,10 @@ impl Shop {
 }
 
 /// Sees every `OrderConfirmed` commit as the server stores it.
-async fn watch_confirmations(client: async_nats::Client, waiters: Arc<Waiters>) -> anyhow::Result<()> {
+async fn watch_confirmations(
+    client: async_nats::Client,
+    waiters: Arc<Waiters>,
+) -> anyhow::Result<()> {
     let mut subscription = client.subscribe("events.order.*").await?;
     tokio::spawn(async move {
         while let Some(message) = subscription.next().await {
@@ -193,14 +204,16 @@ struct Measured {
     to_read_model: Histogram<u64>,
 }
 
-async fn finish(placed: Placed, to_confirmed: &Mutex<Histogram<u64>>, to_read_model: &Mutex<Histogram<u64>>) {
-    if let Ok(at) = tokio::time::timeout(Duration::from_secs(30), placed.confirmed).await {
-        if let Ok(at) = at {
-            let _ = to_confirmed
-                .lock()
-                .unwrap()
-                .record(at.saturating_duration_since(placed.acked).as_micros() as u64);
-        }
+async fn finish(
+    placed: Placed,
+    to_confirmed: &Mutex<Histogram<u64>>,
+    to_read_model: &Mutex<Histogram<u64>>,
+) {
+    if let Ok(Ok(at)) = tokio::time::timeout(Duration::from_secs(30), placed.confirmed).await {
+        let _ = to_confirmed
+            .lock()
+            .unwrap()
+            .record(at.saturating_duration_since(placed.acked).as_micros() as u64);
     }
     if let Ok(Ok(at)) = tokio::time::timeout(Duration::from_secs(30), placed.projected).await {
         let _ = to_read_model
@@ -223,10 +236,14 @@ async fn closed_loop(shop: Arc<Shop>, customers: usize, seconds: u64) -> anyhow:
                 let mut n = c;
                 let mut done = 0u64;
                 while Instant::now() < until {
-                    let Ok(placed) = shop.place(n).await else { continue };
+                    let Ok(placed) = shop.place(n).await else {
+                        continue;
+                    };
                     n += customers;
                     let acked = placed.acked;
-                    if let Ok(Ok(at)) = tokio::time::timeout(Duration::from_secs(30), placed.confirmed).await {
+                    if let Ok(Ok(at)) =
+                        tokio::time::timeout(Duration::from_secs(30), placed.confirmed).await
+                    {
                         let _ = to_confirmed
                             .lock()
                             .unwrap()
@@ -245,8 +262,12 @@ async fn closed_loop(shop: Arc<Shop>, customers: usize, seconds: u64) -> anyhow:
     }
     let seconds = started.elapsed().as_secs_f64();
     shop.waiters.projected.lock().unwrap().clear();
-    let to_confirmed = Arc::try_unwrap(to_confirmed).map_err(|_| anyhow::anyhow!("shared"))?.into_inner()?;
-    let to_read_model = Arc::try_unwrap(to_read_model).map_err(|_| anyhow::anyhow!("shared"))?.into_inner()?;
+    let to_confirmed = Arc::try_unwrap(to_confirmed)
+        .map_err(|_| anyhow::anyhow!("shared"))?
+        .into_inner()?;
+    let to_read_model = Arc::try_unwrap(to_read_model)
+        .map_err(|_| anyhow::anyhow!("shared"))?
+        .into_inner()?;
     Ok(Measured {
         orders,
         seconds,
@@ -255,7 +276,12 @@ async fn closed_loop(shop: Arc<Shop>, customers: usize, seconds: u64) -> anyhow:
     })
 }
 
-async fn open_loop(shop: Arc<Shop>, rate: f64, seconds: u64, offset: usize) -> anyhow::Result<Measured> {
+async fn open_loop(
+    shop: Arc<Shop>,
+    rate: f64,
+    seconds: u64,
+    offset: usize,
+) -> anyhow::Result<Measured> {
     let to_confirmed = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let to_read_model = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -281,8 +307,12 @@ async fn open_loop(shop: Arc<Shop>, rate: f64, seconds: u64, offset: usize) -> a
         task.await?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let to_confirmed = Arc::try_unwrap(to_confirmed).map_err(|_| anyhow::anyhow!("shared"))?.into_inner()?;
-    let to_read_model = Arc::try_unwrap(to_read_model).map_err(|_| anyhow::anyhow!("shared"))?.into_inner()?;
+    let to_confirmed = Arc::try_unwrap(to_confirmed)
+        .map_err(|_| anyhow::anyhow!("shared"))?
+        .into_inner()?;
+    let to_read_model = Arc::try_unwrap(to_read_model)
+        .map_err(|_| anyhow::anyhow!("shared"))?
+        .into_inner()?;
     Ok(Measured {
         orders: to_confirmed.len(),
         seconds,
@@ -324,7 +354,10 @@ fn ms(histogram: &Histogram<u64>, quantile: f64) -> String {
     if histogram.is_empty() {
         return "-".to_owned();
     }
-    format!("{:.1}", histogram.value_at_quantile(quantile) as f64 / 1000.0)
+    format!(
+        "{:.1}",
+        histogram.value_at_quantile(quantile) as f64 / 1000.0
+    )
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -341,9 +374,16 @@ async fn run() -> anyhow::Result<()> {
     eprintln!("baseline: raw JetStream publish, 64 in flight, 3 s");
     let raw = raw_publish(&js, 3).await?;
 
-    let provider = Arc::new(SimulatedProvider::install(db.pool.clone(), SimulatorConfig::default()).await?);
+    let provider =
+        Arc::new(SimulatedProvider::install(db.pool.clone(), SimulatorConfig::default()).await?);
     let driver = Arc::new(SagaDriver::new(
-        Arc::new(SagaBuses::new(infra_nats::connect(&nats.url()).await?, EventStoreConfig::default()).await?),
+        Arc::new(
+            SagaBuses::new(
+                infra_nats::connect(&nats.url()).await?,
+                EventStoreConfig::default(),
+            )
+            .await?,
+        ),
         provider.clone(),
         db.pool.clone(),
         SagaConfig::default(),
@@ -352,13 +392,26 @@ async fn run() -> anyhow::Result<()> {
     {
         let mut stopped = stop.subscribe();
         let js = jetstream::new(client.clone());
-        tokio::spawn(saga::run(driver, js, TriggerConfig { max_in_flight: 1024, ..TriggerConfig::default() }, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(saga::run(
+            driver,
+            js,
+            TriggerConfig {
+                max_in_flight: 1024,
+                ..TriggerConfig::default()
+            },
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
     }
     {
         let mut stopped = stop.subscribe();
-        let projector = Projector::new(Arc::new(OrdersProjection), db.pool.clone(), js.clone(), ProjectorConfig::default());
+        let projector = Projector::new(
+            Arc::new(OrdersProjection),
+            db.pool.clone(),
+            js.clone(),
+            ProjectorConfig::default(),
+        );
         tokio::spawn(projector.run(async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
@@ -396,9 +449,15 @@ async fn run() -> anyhow::Result<()> {
     let mut rows = vec![("closed loop (max)".to_owned(), saturated)];
     for (i, share) in [0.1, 0.5, 0.9].into_iter().enumerate() {
         let rate = (sustainable * share).max(1.0);
-        eprintln!("open loop at {:.0}% = {rate:.0} orders/s, {seconds} s", share * 100.0);
+        eprintln!(
+            "open loop at {:.0}% = {rate:.0} orders/s, {seconds} s",
+            share * 100.0
+        );
         let measured = open_loop(shop.clone(), rate, seconds, (i + 1) * 10_000_000).await?;
-        rows.push((format!("open loop {:.0}% ({rate:.0}/s)", share * 100.0), measured));
+        rows.push((
+            format!("open loop {:.0}% ({rate:.0}/s)", share * 100.0),
+            measured,
+        ));
     }
     let _ = stop.send(true);
     let ledger = provider.ledger().await?;

@@ -66,11 +66,16 @@ impl SagaSettings {
     }
 }
 
-async fn driver(settings: &Settings, saga: &SagaSettings) -> anyhow::Result<(Arc<SagaDriver>, async_nats::Client)> {
+async fn driver(
+    settings: &Settings,
+    saga: &SagaSettings,
+) -> anyhow::Result<(Arc<SagaDriver>, async_nats::Client)> {
     let simulator = saga.simulator()?;
     let nats = connect_nats(settings).await?;
     let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db).await.context("migrating PostgreSQL")?;
+    projections::migrate(&db)
+        .await
+        .context("migrating PostgreSQL")?;
     let provider = SimulatedProvider::install(db.clone(), simulator)
         .await
         .context("installing the simulated payment provider")?;
@@ -101,7 +106,13 @@ pub async fn run_saga(
         max_in_flight: saga.max_in_flight.max(1),
         ..TriggerConfig::default()
     };
-    saga::run(driver, async_nats::jetstream::new(nats.clone()), config, shutdown).await?;
+    saga::run(
+        driver,
+        async_nats::jetstream::new(nats.clone()),
+        config,
+        shutdown,
+    )
+    .await?;
     nats.drain().await.ok();
     Ok(())
 }
@@ -129,8 +140,14 @@ pub async fn sagas_show(settings: &Settings, order_id: OrderId, json: bool) -> a
         return Ok(());
     }
     let run = view.saga.run().context("the saga has not started")?;
-    println!("saga {}  phase {}  owner {:?}", run.order_id, run.phase, run.owner);
-    println!("{:>10}  {:>3}  {:<25}  {:<16}  event", "position", "ver", "at", "actor");
+    println!(
+        "saga {}  phase {}  owner {:?}",
+        run.order_id, run.phase, run.owner
+    );
+    println!(
+        "{:>10}  {:>3}  {:<25}  {:<16}  event",
+        "position", "ver", "at", "actor"
+    );
     for entry in &view.history {
         println!(
             "{:>10}  {:>3}  {:<25}  {:<16}  {}",
@@ -173,7 +190,9 @@ pub async fn sagas_act(
     let outcome = match action {
         SagaAction::Resume => saga::admin::resume(&driver, order_id, &actor, reason).await?,
         SagaAction::Retry => saga::admin::retry(&driver, order_id, &actor, reason).await?,
-        SagaAction::Compensate => saga::admin::compensate(&driver, order_id, &actor, reason).await?,
+        SagaAction::Compensate => {
+            saga::admin::compensate(&driver, order_id, &actor, reason).await?
+        }
     };
     println!("{outcome:?}");
     Ok(())
@@ -211,7 +230,9 @@ pub async fn sagas_list(
         })
         .transpose()?;
     let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db).await.context("migrating PostgreSQL")?;
+    projections::migrate(&db)
+        .await
+        .context("migrating PostgreSQL")?;
     let filter = SagaFilter {
         state,
         ..SagaFilter::default()

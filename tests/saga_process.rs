@@ -107,14 +107,18 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
                     quantity: 1 + (seed >> 20) as u32 % 2,
                     unit_price: Money::new(1000 + (seed >> 50) as i64 % 500, Currency::EUR),
                 }];
-                if seed % 3 == 0 {
+                if seed.is_multiple_of(3) {
                     lines.push(OrderLine {
                         sku: Sku::parse(sku((first + 1) % SKUS)).unwrap(),
                         quantity: 1,
                         unit_price: Money::new(700, Currency::EUR),
                     });
                 }
-                let token = if n % 17 == 0 { "tok_declined" } else { "tok_visa" };
+                let token = if n.is_multiple_of(17) {
+                    "tok_declined"
+                } else {
+                    "tok_visa"
+                };
                 let order_id = OrderId(Uuid::new_v4());
                 buses
                     .orders
@@ -136,7 +140,7 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
                     .unwrap();
                 orders.push(order_id);
                 placed.lock().unwrap().push(order_id);
-                if n % 11 == 0 {
+                if n.is_multiple_of(11) {
                     let cancelled = orders[orders.len().saturating_sub(3)];
                     let _ = buses
                         .orders
@@ -167,8 +171,17 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
             placed.iter().rev().take(20).copied().collect()
         };
         for order in recent {
-            let saga = buses.sagas.store().load_fresh(&order.to_string()).await.unwrap();
-            if saga.state().phase().is_some_and(|phase| !phase.is_at_rest()) {
+            let saga = buses
+                .sagas
+                .store()
+                .load_fresh(&order.to_string())
+                .await
+                .unwrap();
+            if saga
+                .state()
+                .phase()
+                .is_some_and(|phase| !phase.is_at_rest())
+            {
                 in_flight_at_kills += 1;
             }
         }
@@ -178,7 +191,10 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
     }
     let orders = load.await.unwrap();
     // The kills hit sagas mid-way (some of the orders placed last were still running).
-    assert!(in_flight_at_kills > 0, "no saga was running when a replica was killed");
+    assert!(
+        in_flight_at_kills > 0,
+        "no saga was running when a replica was killed"
+    );
 
     // Every order's saga rests.
     let mut phases = BTreeMap::new();
@@ -205,7 +221,12 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
     let mut committed: BTreeMap<String, u64> = BTreeMap::new();
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
     for (order, phase) in &phases {
-        let state = buses.orders.store().load_fresh(&order.to_string()).await.unwrap();
+        let state = buses
+            .orders
+            .store()
+            .load_fresh(&order.to_string())
+            .await
+            .unwrap();
         let order_state = state.state();
         let status = order_state.status().unwrap();
         *outcomes.entry(phase.as_str()).or_default() += 1;
@@ -224,8 +245,14 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
             other => panic!("order {order} rested in {other:?}"),
         }
     }
-    assert!(outcomes.get("completed").copied().unwrap_or(0) > ORDERS / 3, "{outcomes:?}");
-    assert!(outcomes.get("compensated").copied().unwrap_or(0) > 10, "{outcomes:?}");
+    assert!(
+        outcomes.get("completed").copied().unwrap_or(0) > ORDERS / 3,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.get("compensated").copied().unwrap_or(0) > 10,
+        "{outcomes:?}"
+    );
 
     // No double charge, nothing held: the provider's ledger equals the confirmed orders.
     let ledger = provider.ledger().await.unwrap();
@@ -240,15 +267,35 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
         if !matches!(phase, Phase::Compensated { .. }) {
             continue;
         }
-        let state = buses.orders.store().load_fresh(&order.to_string()).await.unwrap();
+        let state = buses
+            .orders
+            .store()
+            .load_fresh(&order.to_string())
+            .await
+            .unwrap();
         for line in state.state().lines() {
-            let inventory = buses.inventory.store().load_fresh(line.sku.as_str()).await.unwrap();
+            let inventory = buses
+                .inventory
+                .store()
+                .load_fresh(line.sku.as_str())
+                .await
+                .unwrap();
             let inventory = inventory.state();
             if inventory.committed_quantity(*order).is_some() {
-                let history = buses.sagas.store().history(&order.to_string()).await.unwrap();
+                let history = buses
+                    .sagas
+                    .store()
+                    .history(&order.to_string())
+                    .await
+                    .unwrap();
                 let events: Vec<_> = history
                     .iter()
-                    .flat_map(|c| c.envelope.events.iter().map(|e| (c.position, e.payload.to_string())))
+                    .flat_map(|c| {
+                        c.envelope
+                            .events
+                            .iter()
+                            .map(|e| (c.position, e.payload.to_string()))
+                    })
                     .collect();
                 assert!(
                     inventory.is_returned(*order),

@@ -23,7 +23,10 @@ impl SagaBuses {
     ///
     /// # Errors
     /// [`StoreError`] when the snapshot bucket is missing.
-    pub async fn new(client: async_nats::Client, config: EventStoreConfig) -> Result<Self, StoreError> {
+    pub async fn new(
+        client: async_nats::Client,
+        config: EventStoreConfig,
+    ) -> Result<Self, StoreError> {
         // Hot SKUs see many concurrent reservations: allow more conflict retries there.
         let hot = ConflictPolicy { max_retries: 50 };
         Ok(Self {

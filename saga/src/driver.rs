@@ -154,7 +154,12 @@ impl SagaDriver {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.buses.sagas.execute(&id, command.clone(), &metadata).await {
+            match self
+                .buses
+                .sagas
+                .execute(&id, command.clone(), &metadata)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 Err(CommandError::Rejected(error)) => {
                     return Err(DriveError::Refused(error.to_string()))
@@ -174,7 +179,11 @@ impl SagaDriver {
     /// [`DriveError`] when the saga's log is unavailable; the caller lets the trigger be
     /// redelivered, and the next driver resumes where this one stopped.
     #[instrument(skip(self), fields(order_id = %order_id))]
-    pub async fn drive(&self, order_id: OrderId, owner: &Owner) -> Result<DriveOutcome, DriveError> {
+    pub async fn drive(
+        &self,
+        order_id: OrderId,
+        owner: &Owner,
+    ) -> Result<DriveOutcome, DriveError> {
         let mut saga = self.load(order_id).await?;
         loop {
             let Some(run) = saga.run().cloned() else {
@@ -258,13 +267,21 @@ impl SagaDriver {
             .config
             .backoff
             .until("mark-stock-reserved", deadline, || {
-                send(&self.buses.orders, order_id.to_string(), OrderCommand::MarkStockReserved, order_id, "mark-stock-reserved", |error| {
-                    order_moved_on(error, OrderStatus::StockReserved)
-                })
+                send(
+                    &self.buses.orders,
+                    order_id.to_string(),
+                    OrderCommand::MarkStockReserved,
+                    order_id,
+                    "mark-stock-reserved",
+                    |error| order_moved_on(error, OrderStatus::StockReserved),
+                )
             })
             .await;
         if let Err(gave_up) = marked {
-            return failed(FailedStep::Reserve, gave_up.describe("marking the order reserved"));
+            return failed(
+                FailedStep::Reserve,
+                gave_up.describe("marking the order reserved"),
+            );
         }
         SagaCommand::RecordStockReserved {
             deadline_at: Utc::now() + self.config.authorise_timeout,
@@ -306,9 +323,14 @@ impl SagaDriver {
                     .config
                     .backoff
                     .bounded("record-decline", || {
-                        send(&self.buses.payments, run.payment_id.to_string(), decline.clone(), order_id, "record-decline", |error| {
-                            payment_done_or(error, &[PaymentError::AlreadyDeclined])
-                        })
+                        send(
+                            &self.buses.payments,
+                            run.payment_id.to_string(),
+                            decline.clone(),
+                            order_id,
+                            "record-decline",
+                            |error| payment_done_or(error, &[PaymentError::AlreadyDeclined]),
+                        )
                     })
                     .await;
                 if let Err(gave_up) = recorded {
@@ -317,7 +339,10 @@ impl SagaDriver {
                 return failed(FailedStep::Authorise, format!("payment declined: {reason}"));
             }
             Err(gave_up) => {
-                return failed(FailedStep::Authorise, gave_up.describe("authorising the payment"))
+                return failed(
+                    FailedStep::Authorise,
+                    gave_up.describe("authorising the payment"),
+                )
             }
         };
         let record = PaymentCommand::AuthorisePayment {
@@ -333,13 +358,21 @@ impl SagaDriver {
             .config
             .backoff
             .until("record-authorisation", deadline, || {
-                send(&self.buses.payments, run.payment_id.to_string(), record.clone(), order_id, "record-authorisation", |error| {
-                    payment_done_or(error, &[PaymentError::AlreadyAuthorised])
-                })
+                send(
+                    &self.buses.payments,
+                    run.payment_id.to_string(),
+                    record.clone(),
+                    order_id,
+                    "record-authorisation",
+                    |error| payment_done_or(error, &[PaymentError::AlreadyAuthorised]),
+                )
             })
             .await;
         if let Err(gave_up) = recorded {
-            return failed(FailedStep::Authorise, gave_up.describe("recording the authorisation"));
+            return failed(
+                FailedStep::Authorise,
+                gave_up.describe("recording the authorisation"),
+            );
         }
         let marked = self
             .config
@@ -358,7 +391,10 @@ impl SagaDriver {
             })
             .await;
         if let Err(gave_up) = marked {
-            return failed(FailedStep::Authorise, gave_up.describe("marking the order authorised"));
+            return failed(
+                FailedStep::Authorise,
+                gave_up.describe("marking the order authorised"),
+            );
         }
         SagaCommand::RecordPaymentAuthorised {
             provider_reference: authorisation.reference,
@@ -377,11 +413,17 @@ impl SagaDriver {
             .config
             .backoff
             .until("capture", deadline, || async {
-                self.provider.capture(&capture).await.map_err(provider_failure)
+                self.provider
+                    .capture(&capture)
+                    .await
+                    .map_err(provider_failure)
             })
             .await;
         if let Err(gave_up) = captured {
-            return failed(FailedStep::Complete, gave_up.describe("capturing the payment"));
+            return failed(
+                FailedStep::Complete,
+                gave_up.describe("capturing the payment"),
+            );
         }
         let recorded = self
             .config
@@ -398,7 +440,10 @@ impl SagaDriver {
             })
             .await;
         if let Err(gave_up) = recorded {
-            return failed(FailedStep::Complete, gave_up.describe("recording the capture"));
+            return failed(
+                FailedStep::Complete,
+                gave_up.describe("recording the capture"),
+            );
         }
         for line in &run.lines {
             let step = format!("commit/{}", line.sku);
@@ -412,7 +457,12 @@ impl SagaDriver {
                         InventoryCommand::CommitReservation { order_id },
                         order_id,
                         &step,
-                        |error| Err(Failure::Permanent(format!("cannot commit {}: {error}", line.sku))),
+                        |error| {
+                            Err(Failure::Permanent(format!(
+                                "cannot commit {}: {error}",
+                                line.sku
+                            )))
+                        },
                     )
                 })
                 .await;
@@ -424,13 +474,21 @@ impl SagaDriver {
             .config
             .backoff
             .until("confirm", deadline, || {
-                send(&self.buses.orders, order_id.to_string(), OrderCommand::ConfirmOrder, order_id, "confirm", |error| {
-                    order_moved_on(error, OrderStatus::Confirmed)
-                })
+                send(
+                    &self.buses.orders,
+                    order_id.to_string(),
+                    OrderCommand::ConfirmOrder,
+                    order_id,
+                    "confirm",
+                    |error| order_moved_on(error, OrderStatus::Confirmed),
+                )
             })
             .await;
         if let Err(gave_up) = confirmed {
-            return failed(FailedStep::Complete, gave_up.describe("confirming the order"));
+            return failed(
+                FailedStep::Complete,
+                gave_up.describe("confirming the order"),
+            );
         }
         SagaCommand::RecordCompleted
     }
@@ -511,10 +569,19 @@ impl SagaDriver {
         };
         backoff
             .bounded("cancel", || {
-                send(&self.buses.orders, order_id.to_string(), cancel.clone(), order_id, "cancel", |error| match error {
-                    OrderError::AlreadyCancelled => Ok(()),
-                    other => Err(Failure::Permanent(format!("cannot cancel the order: {other}"))),
-                })
+                send(
+                    &self.buses.orders,
+                    order_id.to_string(),
+                    cancel.clone(),
+                    order_id,
+                    "cancel",
+                    |error| match error {
+                        OrderError::AlreadyCancelled => Ok(()),
+                        other => Err(Failure::Permanent(format!(
+                            "cannot cancel the order: {other}"
+                        ))),
+                    },
+                )
             })
             .await
             .map_err(|gave_up| ("cancel".to_owned(), gave_up))?;
@@ -525,10 +592,19 @@ impl SagaDriver {
             };
             backoff
                 .bounded("mark-refunded", || {
-                    send(&self.buses.orders, order_id.to_string(), mark.clone(), order_id, "mark-refunded", |error| match error {
-                        OrderError::AlreadyRefunded | OrderError::NotPaid => Ok(()),
-                        other => Err(Failure::Permanent(format!("cannot mark the order refunded: {other}"))),
-                    })
+                    send(
+                        &self.buses.orders,
+                        order_id.to_string(),
+                        mark.clone(),
+                        order_id,
+                        "mark-refunded",
+                        |error| match error {
+                            OrderError::AlreadyRefunded | OrderError::NotPaid => Ok(()),
+                            other => Err(Failure::Permanent(format!(
+                                "cannot mark the order refunded: {other}"
+                            ))),
+                        },
+                    )
                 })
                 .await
                 .map_err(|gave_up| ("mark-refunded".to_owned(), gave_up))?;
@@ -572,11 +648,21 @@ impl SagaDriver {
             VoidOutcome::Voided => {
                 backoff
                     .bounded("record-void", || {
-                        send(&self.buses.payments, payment.as_str(), PaymentCommand::VoidPayment, order_id, "record-void", |error| {
-                            // Nothing recorded (the authorisation came late or the driver
-                            // died before recording it) or already voided: nothing to do.
-                            payment_done_or(error, &[PaymentError::NotFound, PaymentError::AlreadyVoided])
-                        })
+                        send(
+                            &self.buses.payments,
+                            payment.as_str(),
+                            PaymentCommand::VoidPayment,
+                            order_id,
+                            "record-void",
+                            |error| {
+                                // Nothing recorded (the authorisation came late or the driver
+                                // died before recording it) or already voided: nothing to do.
+                                payment_done_or(
+                                    error,
+                                    &[PaymentError::NotFound, PaymentError::AlreadyVoided],
+                                )
+                            },
+                        )
                     })
                     .await
                     .map_err(|gave_up| ("record-void".to_owned(), gave_up))?;
@@ -603,7 +689,10 @@ impl SagaDriver {
                 };
                 backoff
                     .bounded("refund", || async {
-                        self.provider.refund(&refund).await.map_err(provider_failure)
+                        self.provider
+                            .refund(&refund)
+                            .await
+                            .map_err(provider_failure)
                     })
                     .await
                     .map_err(|gave_up| ("refund".to_owned(), gave_up))?;
@@ -614,9 +703,18 @@ impl SagaDriver {
                 };
                 backoff
                     .bounded("record-refund", || {
-                        send(&self.buses.payments, payment.as_str(), record.clone(), order_id, "record-refund", |error| {
-                            Err(Failure::Permanent(format!("cannot record the refund: {error}")))
-                        })
+                        send(
+                            &self.buses.payments,
+                            payment.as_str(),
+                            record.clone(),
+                            order_id,
+                            "record-refund",
+                            |error| {
+                                Err(Failure::Permanent(format!(
+                                    "cannot record the refund: {error}"
+                                )))
+                            },
+                        )
                     })
                     .await
                     .map_err(|gave_up| ("record-refund".to_owned(), gave_up))?;
@@ -690,7 +788,9 @@ fn order_moved_on(error: OrderError, reached: OrderStatus) -> Result<(), Failure
     ];
     let rank = |status| order.iter().position(|s| *s == status);
     match error {
-        OrderError::AlreadyCancelled => Err(Failure::Permanent("the order was cancelled".to_owned())),
+        OrderError::AlreadyCancelled => {
+            Err(Failure::Permanent("the order was cancelled".to_owned()))
+        }
         OrderError::InvalidTransition { from, .. }
             if rank(from).is_some() && rank(from) >= rank(reached) =>
         {

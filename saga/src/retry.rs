@@ -149,7 +149,9 @@ pub fn remaining(deadline: DateTime<Utc>) -> Option<Duration> {
 
 /// `pause`, if the deadline leaves room for it and one more attempt.
 fn remaining_after(deadline: DateTime<Utc>, pause: Duration) -> Option<Duration> {
-    remaining(deadline).filter(|left| *left > pause).map(|_| pause)
+    remaining(deadline)
+        .filter(|left| *left > pause)
+        .map(|_| pause)
 }
 
 #[cfg(test)]

@@ -105,7 +105,11 @@ pub async fn run(
                 warn!(%error, "reading order events failed; continuing");
                 continue;
             }
-            None => return Err(TriggerError::Nats("the consumer's message stream ended".into())),
+            None => {
+                return Err(TriggerError::Nats(
+                    "the consumer's message stream ended".into(),
+                ))
+            }
         };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
@@ -143,7 +147,9 @@ async fn handle(driver: &SagaDriver, message: jetstream::Message, heartbeat: Dur
         Ok(()) => message.ack().await,
         Err(error) => {
             warn!(%error, "saga trigger not finished; it will be redelivered");
-            message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+            message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await
         }
     };
     if let Err(error) = ack {
@@ -152,7 +158,10 @@ async fn handle(driver: &SagaDriver, message: jetstream::Message, heartbeat: Dur
     }
 }
 
-async fn drive_trigger(driver: &SagaDriver, message: &jetstream::Message) -> Result<(), DriveError> {
+async fn drive_trigger(
+    driver: &SagaDriver,
+    message: &jetstream::Message,
+) -> Result<(), DriveError> {
     let relevant = message
         .headers
         .as_ref()
@@ -210,7 +219,10 @@ async fn drive_trigger(driver: &SagaDriver, message: &jetstream::Message) -> Res
                     trigger_position: position,
                     deadline_at: chrono::Utc::now() + driver.config().reserve_timeout,
                 };
-                match driver.record(order_id, SagaCommand::Start(start), "start").await {
+                match driver
+                    .record(order_id, SagaCommand::Start(start), "start")
+                    .await
+                {
                     Ok(_) => {}
                     Err(DriveError::Refused(reason)) => {
                         warn!(%order_id, %reason, "the order cannot start a saga; cancelling it");
@@ -221,13 +233,20 @@ async fn drive_trigger(driver: &SagaDriver, message: &jetstream::Message) -> Res
                 }
                 driver.drive(order_id, &Owner::Trigger(position)).await?;
             }
-            OrderEvent::OrderCancelled { order_id, by, reason } if by != Canceller::System => {
+            OrderEvent::OrderCancelled {
+                order_id,
+                by,
+                reason,
+            } if by != Canceller::System => {
                 let note = SagaCommand::NoteCancellation {
                     by,
                     reason,
                     trigger_position: position,
                 };
-                match driver.record(order_id, note, &format!("note-cancellation/{position}")).await {
+                match driver
+                    .record(order_id, note, &format!("note-cancellation/{position}"))
+                    .await
+                {
                     Ok(_) => {}
                     // Not started yet: the starting driver finds the order cancelled.
                     Err(DriveError::Refused(_)) => continue,
@@ -242,13 +261,22 @@ async fn drive_trigger(driver: &SagaDriver, message: &jetstream::Message) -> Res
 }
 
 /// An order that cannot start a saga (no payment method on an old event) is cancelled.
-async fn cancel_unstartable(driver: &SagaDriver, order_id: OrderId, reason: &str) -> Result<(), DriveError> {
+async fn cancel_unstartable(
+    driver: &SagaDriver,
+    order_id: OrderId,
+    reason: &str,
+) -> Result<(), DriveError> {
     let command = OrderCommand::CancelOrder {
         reason: format!("the order cannot be processed: {reason}"),
         by: Canceller::System,
     };
     let metadata = step_metadata(order_id, "cancel-unstartable", order_id.as_uuid());
-    match driver.buses().orders.execute(&order_id.to_string(), command, &metadata).await {
+    match driver
+        .buses()
+        .orders
+        .execute(&order_id.to_string(), command, &metadata)
+        .await
+    {
         Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
         Err(error) => Err(DriveError::Store(error.to_string())),
     }

@@ -35,7 +35,9 @@ async fn run_with_failure_rate(rate: f64, seed: u64) {
             async move {
                 let sku = format!("SKU-{}", n % SKUS);
                 let quantity = 1 + (n % 3) as u32;
-                let order = shop.place(&[(sku.as_str(), quantity, 1000)], "tok_visa").await;
+                let order = shop
+                    .place(&[(sku.as_str(), quantity, 1000)], "tok_visa")
+                    .await;
                 (order, sku, quantity)
             }
         })
@@ -46,7 +48,7 @@ async fn run_with_failure_rate(rate: f64, seed: u64) {
     let mut confirmed = 0usize;
     let mut compensated = 0usize;
     let mut confirmed_total = 0i64;
-    let mut committed = vec![0u64; SKUS];
+    let mut committed = [0u64; SKUS];
     for (order, sku, quantity) in &orders {
         match shop.rested(*order).await {
             Phase::Completed => {
@@ -67,7 +69,11 @@ async fn run_with_failure_rate(rate: f64, seed: u64) {
     assert_eq!(compensated as u64, ledger.injected_failures, "{ledger:?}");
     assert_eq!(confirmed + compensated, ORDERS);
     assert_eq!(ledger.authorised_held_minor, 0, "{ledger:?}");
-    assert_eq!(ledger.captured_minor - ledger.refunded_minor, confirmed_total, "{ledger:?}");
+    assert_eq!(
+        ledger.captured_minor - ledger.refunded_minor,
+        confirmed_total,
+        "{ledger:?}"
+    );
     for (i, committed) in committed.iter().enumerate() {
         let inventory = shop.inventory(&format!("SKU-{i}")).await;
         assert_eq!(inventory.reserved(), 0, "SKU-{i}");

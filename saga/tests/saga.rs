@@ -29,7 +29,9 @@ async fn the_happy_path_captures_commits_and_confirms() {
     let shop = Harness::start(1, SimulatorConfig::default(), fast_saga()).await;
     shop.receive("MUG", 5).await;
     shop.receive("TEE", 5).await;
-    let order = shop.place(&[("MUG", 2, 850), ("TEE", 1, 1999)], "tok_visa").await;
+    let order = shop
+        .place(&[("MUG", 2, 850), ("TEE", 1, 1999)], "tok_visa")
+        .await;
 
     assert_eq!(shop.rested(order).await, Phase::Completed);
     assert_eq!(shop.order_status(order).await, Some(OrderStatus::Confirmed));
@@ -55,11 +57,16 @@ async fn a_line_short_of_stock_releases_the_reserved_lines_and_cancels() {
     let shop = Harness::start(1, SimulatorConfig::default(), fast_saga()).await;
     shop.receive("MUG", 5).await;
     shop.receive("TEE", 1).await;
-    let order = shop.place(&[("MUG", 2, 850), ("TEE", 3, 1999)], "tok_visa").await;
+    let order = shop
+        .place(&[("MUG", 2, 850), ("TEE", 3, 1999)], "tok_visa")
+        .await;
 
     let phase = shop.rested(order).await;
     assert!(compensated(&phase), "{phase:?}");
-    assert!(reason(&phase).contains("not enough stock of TEE"), "{phase:?}");
+    assert!(
+        reason(&phase).contains("not enough stock of TEE"),
+        "{phase:?}"
+    );
     assert_eq!(shop.order_status(order).await, Some(OrderStatus::Cancelled));
     let mug = shop.inventory("MUG").await;
     assert_eq!((mug.on_hand(), mug.reserved()), (5, 0));
@@ -128,7 +135,10 @@ async fn a_hanging_provider_times_out_and_its_late_success_is_voided() {
     // The hanging call ends after the timeout; whatever it does, no money is held.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!((ledger.authorised_held_minor, ledger.captured_minor), (0, 0));
+    assert_eq!(
+        (ledger.authorised_held_minor, ledger.captured_minor),
+        (0, 0)
+    );
     assert_eq!(
         shop.provider.entry(order).await.unwrap().unwrap().state,
         saga::provider::EntryState::Voided
@@ -146,7 +156,11 @@ async fn a_customer_cancelling_while_payment_is_pending_gets_everything_undone()
     shop.receive("MUG", 5).await;
     let order = shop.place(&[("MUG", 2, 850)], "tok_visa").await;
     testkit::eventually("the saga to authorise", Duration::from_secs(10), || async {
-        matches!(shop.saga(order).await.phase(), Some(Phase::Authorising { .. })).then_some(())
+        matches!(
+            shop.saga(order).await.phase(),
+            Some(Phase::Authorising { .. })
+        )
+        .then_some(())
     })
     .await;
     assert!(shop.cancel(order).await);
@@ -158,7 +172,10 @@ async fn a_customer_cancelling_while_payment_is_pending_gets_everything_undone()
     assert_eq!(shop.inventory("MUG").await.reserved(), 0);
     assert_eq!(shop.inventory("MUG").await.on_hand(), 5);
     let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!((ledger.authorised_held_minor, ledger.captured_minor), (0, 0));
+    assert_eq!(
+        (ledger.authorised_held_minor, ledger.captured_minor),
+        (0, 0)
+    );
     shop.stop().await;
 }
 
@@ -176,7 +193,10 @@ async fn a_customer_cancelling_right_after_placing_is_compensated() {
     let mug = shop.inventory("MUG").await;
     assert_eq!((mug.on_hand(), mug.reserved()), (5, 0));
     let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!((ledger.authorised_held_minor, ledger.captured_minor), (0, 0));
+    assert_eq!(
+        (ledger.authorised_held_minor, ledger.captured_minor),
+        (0, 0)
+    );
     shop.stop().await;
 }
 
@@ -213,17 +233,22 @@ async fn a_compensation_that_keeps_failing_ends_parked_in_the_dead_letter_queue(
 
     let phase = testkit::eventually("the saga to park", Duration::from_secs(30), || async {
         let saga = shop.saga(order).await;
-        matches!(saga.phase(), Some(Phase::CompensationFailed { .. })).then(|| saga.phase().cloned().unwrap())
+        matches!(saga.phase(), Some(Phase::CompensationFailed { .. }))
+            .then(|| saga.phase().cloned().unwrap())
     })
     .await;
-    let Phase::CompensationFailed { step, .. } = &phase else { unreachable!() };
+    let Phase::CompensationFailed { step, .. } = &phase else {
+        unreachable!()
+    };
     assert_eq!(step, "refund");
     let parked = testkit::eventually("the dead letter", Duration::from_secs(10), || async {
         let filter = projections::dead_letters::DeadLetterFilter {
             consumer: Some("saga".to_owned()),
             ..Default::default()
         };
-        let parked = projections::dead_letters::list(&shop.db.pool, &filter, 10).await.unwrap();
+        let parked = projections::dead_letters::list(&shop.db.pool, &filter, 10)
+            .await
+            .unwrap();
         (!parked.is_empty()).then_some(parked)
     })
     .await;
@@ -241,13 +266,18 @@ async fn a_compensation_that_keeps_failing_ends_parked_in_the_dead_letter_queue(
     let outcome = saga::admin::retry(&driver, order, &actor, "provider says fixed")
         .await
         .unwrap();
-    assert_eq!(outcome, DriveOutcome::Rested("compensation_failed".to_owned()));
+    assert_eq!(
+        outcome,
+        DriveOutcome::Rested("compensation_failed".to_owned())
+    );
     assert_eq!(shop.saga(order).await.run().unwrap().compensation_rounds, 2);
     let filter = projections::dead_letters::DeadLetterFilter {
         consumer: Some("saga".to_owned()),
         ..Default::default()
     };
-    let parked_again = projections::dead_letters::list(&shop.db.pool, &filter, 10).await.unwrap();
+    let parked_again = projections::dead_letters::list(&shop.db.pool, &filter, 10)
+        .await
+        .unwrap();
     assert_eq!(parked_again.len(), 1, "the second round replaces the first");
     assert!(parked_again[0].position > parked[0].position);
 
@@ -258,10 +288,18 @@ async fn a_compensation_that_keeps_failing_ends_parked_in_the_dead_letter_queue(
         .await
         .unwrap();
     assert_eq!(outcome, DriveOutcome::Rested("compensated".to_owned()));
-    assert!(projections::dead_letters::list(&shop.db.pool, &filter, 10).await.unwrap().is_empty());
-    let history = projections::dead_letters::history(&shop.db.pool, Some("saga"), 10).await.unwrap();
+    assert!(projections::dead_letters::list(&shop.db.pool, &filter, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let history = projections::dead_letters::history(&shop.db.pool, Some("saga"), 10)
+        .await
+        .unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
-    assert_eq!((history[0].actor.as_str(), history[0].reason.as_str()), ("system:ops", "refunds work again"));
+    assert_eq!(
+        (history[0].actor.as_str(), history[0].reason.as_str()),
+        ("system:ops", "refunds work again")
+    );
     let ledger = shop.provider.ledger().await.unwrap();
     assert_eq!((ledger.captured_minor, ledger.refunded_minor), (850, 850));
     assert_eq!(shop.order_status(order).await, Some(OrderStatus::Refunded));
@@ -270,7 +308,9 @@ async fn a_compensation_that_keeps_failing_ends_parked_in_the_dead_letter_queue(
     let done = shop.place(&[("MUG", 1, 850)], "tok_visa").await;
     assert_eq!(shop.rested(done).await, Phase::Completed);
     let before = shop.saga_commits(done).await;
-    assert!(saga::admin::retry(&driver, done, &actor, "why").await.is_err());
+    assert!(saga::admin::retry(&driver, done, &actor, "why")
+        .await
+        .is_err());
     assert_eq!(shop.saga_commits(done).await, before);
     shop.stop().await;
 }
@@ -289,20 +329,32 @@ async fn an_operator_can_force_compensate_a_running_saga() {
     // No replica runs: start the saga by hand as an abandoned one would look.
     let driver = shop.driver().await;
     let actor = Actor::System("ops".to_owned());
-    assert!(saga::admin::compensate(&driver, order, &actor, "stuck").await.is_err(), "not started yet");
+    assert!(
+        saga::admin::compensate(&driver, order, &actor, "stuck")
+            .await
+            .is_err(),
+        "not started yet"
+    );
     let mut shop = shop;
     shop.start_replica().await;
     assert_eq!(shop.rested(order).await, Phase::Completed);
     let hanging = shop.place(&[("MUG", 1, 850)], "tok_hang").await;
     testkit::eventually("authorising", Duration::from_secs(10), || async {
-        matches!(shop.saga(hanging).await.phase(), Some(Phase::Authorising { .. })).then_some(())
+        matches!(
+            shop.saga(hanging).await.phase(),
+            Some(Phase::Authorising { .. })
+        )
+        .then_some(())
     })
     .await;
     let outcome = saga::admin::compensate(&driver, hanging, &actor, "provider outage")
         .await
         .unwrap();
     assert_eq!(outcome, DriveOutcome::Rested("compensated".to_owned()));
-    assert_eq!(shop.order_status(hanging).await, Some(OrderStatus::Cancelled));
+    assert_eq!(
+        shop.order_status(hanging).await,
+        Some(OrderStatus::Cancelled)
+    );
     assert_eq!(shop.inventory("MUG").await.reserved(), 0);
     let view = saga::admin::show(&driver, hanging).await.unwrap();
     assert!(view.history.iter().any(|entry| entry.actor == "system:ops"));
@@ -360,7 +412,9 @@ async fn a_hundred_orders_racing_for_ten_units_confirm_exactly_ten() {
     let mut shop = Harness::start(2, SimulatorConfig::default(), fast_saga()).await;
     shop.start_replica().await;
     shop.receive("HOT", 10).await;
-    let orders = futures::future::join_all((0..100).map(|_| shop.place(&[("HOT", 1, 500)], "tok_visa"))).await;
+    let orders =
+        futures::future::join_all((0..100).map(|_| shop.place(&[("HOT", 1, 500)], "tok_visa")))
+            .await;
     let mut confirmed = 0;
     for order in &orders {
         match shop.rested(*order).await {
@@ -388,13 +442,20 @@ async fn a_deadline_recorded_before_a_crash_fires_after_the_restart() {
     shop.receive("MUG", 5).await;
     let order = shop.place(&[("MUG", 2, 850)], "tok_hang").await;
     testkit::eventually("authorising", Duration::from_secs(10), || async {
-        matches!(shop.saga(order).await.phase(), Some(Phase::Authorising { .. })).then_some(())
+        matches!(
+            shop.saga(order).await.phase(),
+            Some(Phase::Authorising { .. })
+        )
+        .then_some(())
     })
     .await;
     // The only replica dies while the provider hangs; the deadline passes while nothing runs.
     shop.abort_replicas();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(matches!(shop.saga(order).await.phase(), Some(Phase::Authorising { .. })));
+    assert!(matches!(
+        shop.saga(order).await.phase(),
+        Some(Phase::Authorising { .. })
+    ));
     shop.start_replica().await;
 
     let phase = shop.rested(order).await;
@@ -402,6 +463,9 @@ async fn a_deadline_recorded_before_a_crash_fires_after_the_restart() {
     assert!(reason(&phase).contains("deadline"), "{phase:?}");
     assert_eq!(shop.inventory("MUG").await.reserved(), 0);
     let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!((ledger.authorised_held_minor, ledger.captured_minor), (0, 0));
+    assert_eq!(
+        (ledger.authorised_held_minor, ledger.captured_minor),
+        (0, 0)
+    );
     shop.stop().await;
 }

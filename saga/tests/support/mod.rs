@@ -83,7 +83,7 @@ impl Harness {
         .await
         .unwrap();
         let provider = Arc::new(
-            SimulatedProvider::install(db.pool.clone(), simulator.clone())
+            SimulatedProvider::install(db.pool.clone(), simulator)
                 .await
                 .unwrap(),
         );

@@ -192,19 +192,28 @@ async fn a_no_op_or_rejection_decided_on_a_stale_cache_is_decided_again_on_fresh
         reference: "po-1".to_owned(),
     };
     // Replica A caches the SKU with nothing reserved; replica B then reserves.
-    replica_a.execute("MUG", receive, &metadata()).await.unwrap();
+    replica_a
+        .execute("MUG", receive, &metadata())
+        .await
+        .unwrap();
     let reserve = InventoryCommand::ReserveStock {
         order_id: order,
         quantity: 2,
     };
-    replica_b.execute("MUG", reserve, &metadata()).await.unwrap();
+    replica_b
+        .execute("MUG", reserve, &metadata())
+        .await
+        .unwrap();
 
     // On A's cached state the release would be a no-op and leave 2 units held.
     let release = InventoryCommand::ReleaseReservation {
         order_id: order,
         reason: "cancelled".to_owned(),
     };
-    let released = replica_a.execute("MUG", release, &metadata()).await.unwrap();
+    let released = replica_a
+        .execute("MUG", release, &metadata())
+        .await
+        .unwrap();
     assert_eq!(released.events, 1, "the release happened");
 
     // B commits nothing; A's cache still says nothing was committed. The rejection of a
@@ -213,7 +222,10 @@ async fn a_no_op_or_rejection_decided_on_a_stale_cache_is_decided_again_on_fresh
         order_id: OrderId(uuid::Uuid::from_u128(8)),
         quantity: 1,
     };
-    replica_b.execute("MUG", reserve_other, &metadata()).await.unwrap();
+    replica_b
+        .execute("MUG", reserve_other, &metadata())
+        .await
+        .unwrap();
     let commit = InventoryCommand::CommitReservation {
         order_id: OrderId(uuid::Uuid::from_u128(8)),
     };
