@@ -451,8 +451,11 @@ async fn run() -> anyhow::Result<()> {
     closed_loop(shop.clone(), 32, 2).await?;
 
     eprintln!("sustainable rate: {customers} customers in a closed loop, {seconds} s");
+    let before = infra_nats::stream_last_position(&js).await?;
     let saturated = closed_loop(shop.clone(), customers, seconds).await?;
+    let appended = infra_nats::stream_last_position(&js).await? - before;
     let sustainable = saturated.orders as f64 / saturated.seconds;
+    let appends_per_order = appended as f64 / saturated.orders.max(1) as f64;
     let mut rows = vec![("closed loop (max)".to_owned(), saturated)];
     for (i, share) in [0.1, 0.5, 0.9].into_iter().enumerate() {
         let rate = (sustainable * share).max(1.0);
@@ -473,6 +476,11 @@ async fn run() -> anyhow::Result<()> {
     println!("saga end to end (nats-server {}, 1 saga replica, orders projector, simulated provider without latency)",
         std::env::var("NATS_SERVER_VERSION").unwrap_or_else(|_| "pinned".to_owned()));
     println!("baseline: raw JetStream publish, 64 in flight: {raw:.0} msgs/s");
+    println!(
+        "closed loop: {appends_per_order:.1} appends per order, {:.0} appends/s = {:.3} of raw publish",
+        sustainable * appends_per_order,
+        sustainable * appends_per_order / raw
+    );
     println!();
     println!("| load | orders/s | vs raw publish | confirmed p50 / p95 / p99 ms | read model p50 / p95 / p99 ms |");
     println!("|---|---:|---:|---|---|");
