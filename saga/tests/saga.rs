@@ -134,11 +134,7 @@ async fn a_hanging_provider_times_out_and_its_late_success_is_voided() {
     assert_eq!(shop.inventory("MUG").await.reserved(), 0);
     // The hanging call ends after the timeout; whatever it does, no money is held.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!(
-        (ledger.authorised_held_minor, ledger.captured_minor),
-        (0, 0)
-    );
+    shop.assert_no_money_taken().await;
     assert_eq!(
         shop.provider.entry(order).await.unwrap().unwrap().state,
         saga::provider::EntryState::Voided
@@ -155,12 +151,8 @@ async fn a_customer_cancelling_while_payment_is_pending_gets_everything_undone()
     let shop = Harness::start(1, simulator, fast_saga()).await;
     shop.receive("MUG", 5).await;
     let order = shop.place(&[("MUG", 2, 850)], "tok_visa").await;
-    testkit::eventually("the saga to authorise", Duration::from_secs(10), || async {
-        matches!(
-            shop.saga(order).await.phase(),
-            Some(Phase::Authorising { .. })
-        )
-        .then_some(())
+    shop.wait_for_phase(order, "authorising", |phase| {
+        matches!(phase, Phase::Authorising { .. })
     })
     .await;
     assert!(shop.cancel(order).await);
@@ -171,11 +163,7 @@ async fn a_customer_cancelling_while_payment_is_pending_gets_everything_undone()
     assert_eq!(shop.order_status(order).await, Some(OrderStatus::Cancelled));
     assert_eq!(shop.inventory("MUG").await.reserved(), 0);
     assert_eq!(shop.inventory("MUG").await.on_hand(), 5);
-    let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!(
-        (ledger.authorised_held_minor, ledger.captured_minor),
-        (0, 0)
-    );
+    shop.assert_no_money_taken().await;
     shop.stop().await;
 }
 
@@ -192,11 +180,7 @@ async fn a_customer_cancelling_right_after_placing_is_compensated() {
     assert_eq!(shop.order_status(order).await, Some(OrderStatus::Cancelled));
     let mug = shop.inventory("MUG").await;
     assert_eq!((mug.on_hand(), mug.reserved()), (5, 0));
-    let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!(
-        (ledger.authorised_held_minor, ledger.captured_minor),
-        (0, 0)
-    );
+    shop.assert_no_money_taken().await;
     shop.stop().await;
 }
 
@@ -339,12 +323,8 @@ async fn an_operator_can_force_compensate_a_running_saga() {
     shop.start_replica().await;
     assert_eq!(shop.rested(order).await, Phase::Completed);
     let hanging = shop.place(&[("MUG", 1, 850)], "tok_hang").await;
-    testkit::eventually("authorising", Duration::from_secs(10), || async {
-        matches!(
-            shop.saga(hanging).await.phase(),
-            Some(Phase::Authorising { .. })
-        )
-        .then_some(())
+    shop.wait_for_phase(hanging, "authorising", |phase| {
+        matches!(phase, Phase::Authorising { .. })
     })
     .await;
     let outcome = saga::admin::compensate(&driver, hanging, &actor, "provider outage")
@@ -441,12 +421,8 @@ async fn a_deadline_recorded_before_a_crash_fires_after_the_restart() {
     let mut shop = Harness::start(1, simulator, saga_config).await;
     shop.receive("MUG", 5).await;
     let order = shop.place(&[("MUG", 2, 850)], "tok_hang").await;
-    testkit::eventually("authorising", Duration::from_secs(10), || async {
-        matches!(
-            shop.saga(order).await.phase(),
-            Some(Phase::Authorising { .. })
-        )
-        .then_some(())
+    shop.wait_for_phase(order, "authorising", |phase| {
+        matches!(phase, Phase::Authorising { .. })
     })
     .await;
     // The only replica dies while the provider hangs; the deadline passes while nothing runs.
@@ -462,10 +438,6 @@ async fn a_deadline_recorded_before_a_crash_fires_after_the_restart() {
     assert!(compensated(&phase), "{phase:?}");
     assert!(reason(&phase).contains("deadline"), "{phase:?}");
     assert_eq!(shop.inventory("MUG").await.reserved(), 0);
-    let ledger = shop.provider.ledger().await.unwrap();
-    assert_eq!(
-        (ledger.authorised_held_minor, ledger.captured_minor),
-        (0, 0)
-    );
+    shop.assert_no_money_taken().await;
     shop.stop().await;
 }

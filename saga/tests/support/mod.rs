@@ -237,6 +237,30 @@ impl Harness {
         .await
     }
 
+    /// Waits until the order's saga is in a phase `wanted` accepts.
+    pub async fn wait_for_phase(
+        &self,
+        order_id: OrderId,
+        what: &str,
+        wanted: impl Fn(&Phase) -> bool,
+    ) -> Phase {
+        eventually(what, Duration::from_secs(30), || async {
+            let saga = self.saga(order_id).await;
+            saga.phase().filter(|phase| wanted(phase)).cloned()
+        })
+        .await
+    }
+
+    /// The provider holds no authorised money and captured none.
+    pub async fn assert_no_money_taken(&self) {
+        let ledger = self.provider.ledger().await.unwrap();
+        assert_eq!(
+            (ledger.authorised_held_minor, ledger.captured_minor),
+            (0, 0),
+            "{ledger:?}"
+        );
+    }
+
     pub async fn order_status(&self, order_id: OrderId) -> Option<OrderStatus> {
         self.buses
             .orders
