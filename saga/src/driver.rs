@@ -374,28 +374,8 @@ impl SagaDriver {
                 gave_up.describe("recording the authorisation"),
             );
         }
-        let marked = self
-            .config
-            .backoff
-            .until("mark-payment-authorised", deadline, || {
-                send(
-                    &self.buses.orders,
-                    order_id.to_string(),
-                    OrderCommand::MarkPaymentAuthorised {
-                        payment_id: run.payment_id,
-                    },
-                    order_id,
-                    "mark-payment-authorised",
-                    |error| order_moved_on(error, OrderStatus::PaymentAuthorised),
-                )
-            })
-            .await;
-        if let Err(gave_up) = marked {
-            return failed(
-                FailedStep::Authorise,
-                gave_up.describe("marking the order authorised"),
-            );
-        }
+        // The order learns of the payment when it is confirmed (one commit for both): a
+        // cancellation meanwhile is noticed on the saga, or refuses the confirmation.
         SagaCommand::RecordPaymentAuthorised {
             provider_reference: authorisation.reference,
             deadline_at: Utc::now() + self.config.complete_timeout,
@@ -477,7 +457,9 @@ impl SagaDriver {
                 send(
                     &self.buses.orders,
                     order_id.to_string(),
-                    OrderCommand::ConfirmOrder,
+                    OrderCommand::ConfirmPaidOrder {
+                        payment_id: run.payment_id,
+                    },
                     order_id,
                     "confirm",
                     |error| order_moved_on(error, OrderStatus::Confirmed),

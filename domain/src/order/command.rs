@@ -66,6 +66,13 @@ pub enum OrderCommand {
     },
     /// Confirms the order to the customer.
     ConfirmOrder,
+    /// Records the authorised (and captured) payment and confirms the order at once: the
+    /// saga's last step, one commit instead of two. From `StockReserved`, or from
+    /// `PaymentAuthorised` with the same payment (a repeat).
+    ConfirmPaidOrder {
+        /// The payment that pays the order.
+        payment_id: PaymentId,
+    },
     /// Records that the parcel left the warehouse.
     ShipOrder {
         /// The carrier, such as "DHL"; not blank.

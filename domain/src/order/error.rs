@@ -71,6 +71,9 @@ pub enum OrderError {
     /// The order was cancelled.
     #[error("the order was cancelled")]
     AlreadyCancelled,
+    /// The order was authorised with another payment than the one confirming it.
+    #[error("the order is paid by another payment")]
+    OtherPayment,
     /// The order was refunded.
     #[error("the order was already refunded")]
     AlreadyRefunded,

@@ -202,6 +202,24 @@ impl Order {
                 order.advance(OrderStatus::PaymentAuthorised, OrderStatus::Confirmed)?;
                 Ok(vec![OrderEvent::OrderConfirmed { order_id }])
             }
+            OrderCommand::ConfirmPaidOrder { payment_id } => match order.status {
+                OrderStatus::StockReserved => Ok(vec![
+                    OrderEvent::OrderPaymentAuthorised {
+                        order_id,
+                        payment_id,
+                    },
+                    OrderEvent::OrderConfirmed { order_id },
+                ]),
+                OrderStatus::PaymentAuthorised if order.payment_id == Some(payment_id) => {
+                    Ok(vec![OrderEvent::OrderConfirmed { order_id }])
+                }
+                OrderStatus::PaymentAuthorised => Err(OrderError::OtherPayment),
+                OrderStatus::Cancelled => Err(OrderError::AlreadyCancelled),
+                from => Err(OrderError::InvalidTransition {
+                    from,
+                    to: OrderStatus::Confirmed,
+                }),
+            },
             OrderCommand::ShipOrder { carrier, tracking } => {
                 let carrier = required(&carrier, OrderError::EmptyCarrier)?;
                 let tracking = required(&tracking, OrderError::EmptyTracking)?;

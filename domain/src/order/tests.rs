@@ -324,6 +324,46 @@ fn confirming_a_paid_order_records_it() {
 }
 
 #[test]
+fn confirming_a_paid_order_in_one_step_records_the_payment_and_the_confirmation() {
+    let confirm = || OrderCommand::ConfirmPaidOrder {
+        payment_id: payment_id(),
+    };
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved()])
+        .when(confirm())
+        .then_expect_events(vec![payment_authorised(), confirmed()]);
+    // A repeat after the payment was recorded on its own only confirms.
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved(), payment_authorised()])
+        .when(confirm())
+        .then_expect_events(vec![confirmed()]);
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved(), payment_authorised()])
+        .when(OrderCommand::ConfirmPaidOrder {
+            payment_id: PaymentId(Uuid::from_u128(99)),
+        })
+        .then_expect_error(OrderError::OtherPayment);
+    OrderTest::with(())
+        .given(vec![placed(), stock_reserved(), cancelled(Canceller::Customer)])
+        .when(confirm())
+        .then_expect_error(OrderError::AlreadyCancelled);
+    OrderTest::with(())
+        .given(vec![placed()])
+        .when(confirm())
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::Placed,
+            to: OrderStatus::Confirmed,
+        });
+    OrderTest::with(())
+        .given(confirmed_order())
+        .when(confirm())
+        .then_expect_error(OrderError::InvalidTransition {
+            from: OrderStatus::Confirmed,
+            to: OrderStatus::Confirmed,
+        });
+}
+
+#[test]
 fn confirming_an_unpaid_order_is_rejected() {
     OrderTest::with(())
         .given(vec![placed(), stock_reserved()])
