@@ -441,3 +441,27 @@ async fn a_deadline_recorded_before_a_crash_fires_after_the_restart() {
     shop.assert_no_money_taken().await;
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn a_saga_slower_than_ack_wait_is_not_taken_over_while_its_replica_lives() {
+    // Each provider call takes longer than the trigger's ack_wait (2 s): the replica's
+    // progress acks keep the server from redelivering the order to another replica.
+    let simulator = SimulatorConfig {
+        latency: Duration::from_millis(2500),
+        ..SimulatorConfig::default()
+    };
+    let mut saga_config = fast_saga();
+    saga_config.authorise_timeout = Duration::from_secs(20);
+    saga_config.complete_timeout = Duration::from_secs(20);
+    let mut shop = Harness::start(1, simulator, saga_config).await;
+    shop.start_replica().await;
+    shop.receive("MUG", 5).await;
+    let order = shop.place(&[("MUG", 1, 850)], "tok_visa").await;
+
+    assert_eq!(shop.rested(order).await, Phase::Completed);
+    let entry = shop.provider.entry(order).await.unwrap().unwrap();
+    assert_eq!(entry.authorise_attempts, 1, "driven once: {entry:?}");
+    // Started, reserved, authorised, completed: nothing recorded twice.
+    assert_eq!(shop.saga_commits(order).await, 4);
+    shop.stop().await;
+}

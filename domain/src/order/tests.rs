@@ -344,7 +344,11 @@ fn confirming_a_paid_order_in_one_step_records_the_payment_and_the_confirmation(
         })
         .then_expect_error(OrderError::OtherPayment);
     OrderTest::with(())
-        .given(vec![placed(), stock_reserved(), cancelled(Canceller::Customer)])
+        .given(vec![
+            placed(),
+            stock_reserved(),
+            cancelled(Canceller::Customer),
+        ])
         .when(confirm())
         .then_expect_error(OrderError::AlreadyCancelled);
     OrderTest::with(())
