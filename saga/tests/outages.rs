@@ -1,0 +1,97 @@
+//! The saga under infrastructure failures: nats-server SIGKILLed and restarted while
+//! orders are in flight. Whatever each order's fate, none is left with money or stock
+//! stranded.
+
+mod support;
+
+use std::time::Duration;
+
+use domain::order::OrderStatus;
+use domain::saga::Phase;
+use futures::StreamExt;
+use saga::provider::SimulatorConfig;
+use support::{fast_saga, Harness};
+
+const ORDERS: usize = 120;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_mid_load_leaves_every_order_at_rest_and_nothing_stranded() {
+    let simulator = SimulatorConfig {
+        latency: Duration::from_millis(20),
+        ..SimulatorConfig::default()
+    };
+    let mut shop = Harness::start(2, simulator, fast_saga()).await;
+    shop.receive("MUG", 1_000).await;
+    shop.receive("TEE", 1_000).await;
+    let first: Vec<_> = futures::stream::iter(0..ORDERS / 2)
+        .map(|n| {
+            let shop = &shop;
+            async move {
+                let lines: &[(&str, u32, i64)] = if n % 2 == 0 {
+                    &[("MUG", 1, 850)]
+                } else {
+                    &[("MUG", 1, 850), ("TEE", 2, 1999)]
+                };
+                shop.place(lines, "tok_visa").await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // Sagas are mid-way (the provider takes 20 ms a call): the server dies and returns.
+    shop.nats.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    shop.nats.restart();
+    let second: Vec<_> = futures::stream::iter(0..ORDERS / 2)
+        .map(|_| shop.place(&[("TEE", 1, 1999)], "tok_visa"))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let mut completed = 0;
+    let mut confirmed_total = 0i64;
+    let mut committed_mugs = 0u64;
+    let mut committed_tees = 0u64;
+    for order in first.iter().chain(&second) {
+        let phase = shop.rested(*order).await;
+        let status = shop.order_status(*order).await.unwrap();
+        match phase {
+            Phase::Completed => {
+                completed += 1;
+                assert_eq!(status, OrderStatus::Confirmed);
+                let inventory = shop.inventory("MUG").await;
+                committed_mugs += u64::from(inventory.committed_quantity(*order).unwrap_or(0));
+                let inventory = shop.inventory("TEE").await;
+                let tees = inventory.committed_quantity(*order).unwrap_or(0);
+                committed_tees += u64::from(tees);
+                confirmed_total += if tees == 2 {
+                    850 + 2 * 1999
+                } else if tees == 1 {
+                    1999
+                } else {
+                    850
+                };
+            }
+            Phase::Compensated { .. } => assert_eq!(status, OrderStatus::Cancelled),
+            other => panic!("order {order} rested in {other:?}"),
+        }
+    }
+    eprintln!("{completed} of {ORDERS} orders confirmed, the rest compensated");
+    assert!(
+        completed >= ORDERS / 2,
+        "the second half was placed after the restart"
+    );
+    let ledger = shop.provider.ledger().await.unwrap();
+    assert_eq!(ledger.authorised_held_minor, 0, "{ledger:?}");
+    assert_eq!(
+        ledger.captured_minor - ledger.refunded_minor,
+        confirmed_total,
+        "{ledger:?}"
+    );
+    let mug = shop.inventory("MUG").await;
+    let tee = shop.inventory("TEE").await;
+    assert_eq!((mug.reserved(), tee.reserved()), (0, 0));
+    assert_eq!(mug.on_hand(), 1_000 - committed_mugs);
+    assert_eq!(tee.on_hand(), 1_000 - committed_tees);
+    shop.stop().await;
+}
