@@ -42,6 +42,15 @@ async fn nats_killed_mid_load_leaves_every_order_at_rest_and_nothing_stranded() 
     shop.nats.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     shop.nats.restart();
+    testkit::eventually(
+        "the client to reconnect",
+        Duration::from_secs(30),
+        || async {
+            (shop.client.connection_state() == async_nats::connection::State::Connected)
+                .then_some(())
+        },
+    )
+    .await;
     let second: Vec<_> = futures::stream::iter(0..ORDERS / 2)
         .map(|_| shop.place(&[("TEE", 1, 1999)], "tok_visa"))
         .buffer_unordered(16)

@@ -144,8 +144,10 @@ async fn a_hanging_provider_times_out_and_its_late_success_is_voided() {
 
 #[tokio::test]
 async fn a_customer_cancelling_while_payment_is_pending_gets_everything_undone() {
+    // The provider answers slowly enough for the cancellation to be noticed on the saga
+    // first: the authorisation is then voided, never captured.
     let simulator = SimulatorConfig {
-        latency: Duration::from_millis(400),
+        latency: Duration::from_millis(800),
         ..SimulatorConfig::default()
     };
     let shop = Harness::start(1, simulator, fast_saga()).await;
