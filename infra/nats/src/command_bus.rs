@@ -182,17 +182,27 @@ impl<A: Aggregate> CommandBus<A> {
                     into_attempt(result, recorded)
                 })
                 .await;
+            let stale_if_unchecked = match &result {
+                Err(CommandError::Rejected(_)) => true,
+                Ok(Attempt::Committed(outcome)) => outcome.events == 0,
+                _ => false,
+            };
+            if stale_if_unchecked && !state_is_fresh {
+                debug!("rejected or no effect on a cached state; deciding again on fresh state");
+                drop(result);
+                // The fresh load also finds this command id if an earlier attempt of it
+                // (whose ack was lost) is what changed the aggregate.
+                if let Some(record) = self
+                    .store
+                    .find_commit(aggregate_id, &command_id, true)
+                    .await?
+                {
+                    return Ok(CommitOutcome::replayed(aggregate_id, record));
+                }
+                state_is_fresh = true;
+                continue;
+            }
             match result {
-                Err(CommandError::Rejected(_)) if !state_is_fresh => {
-                    debug!("rejected on a cached state; deciding again on fresh state");
-                    self.store.evict(aggregate_id);
-                    state_is_fresh = true;
-                }
-                Ok(Attempt::Committed(outcome)) if outcome.events == 0 && !state_is_fresh => {
-                    debug!("no effect on a cached state; deciding again on fresh state");
-                    self.store.evict(aggregate_id);
-                    state_is_fresh = true;
-                }
                 Ok(Attempt::Committed(outcome)) => return Ok(outcome),
                 Err(error) => return Err(error),
                 Ok(Attempt::Conflict) => {

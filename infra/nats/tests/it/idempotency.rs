@@ -240,3 +240,44 @@ async fn a_no_op_or_rejection_decided_on_a_stale_cache_is_decided_again_on_fresh
         Err(CommandError::Rejected(InventoryError::NoReservation { .. }))
     ));
 }
+
+/// A command retried on a replica whose cache predates the first attempt: the stale state
+/// rejects it, and the fresh look finds that it was already committed.
+#[tokio::test]
+async fn a_retry_rejected_on_a_stale_cache_is_answered_with_the_original_outcome() {
+    use domain::inventory::{Inventory, InventoryCommand};
+    use domain::{OrderId, Sku};
+
+    let server = NatsServer::start();
+    let client = provisioned(&server).await;
+    let replica_a = bus::<Inventory>(&client, EventStoreConfig::default()).await;
+    let replica_b = bus::<Inventory>(&client, EventStoreConfig::default()).await;
+    let receive = |quantity| InventoryCommand::ReceiveStock {
+        sku: Sku::parse("MUG").unwrap(),
+        quantity,
+        reference: "po".to_owned(),
+    };
+    // B caches the SKU with 1 unit; A then receives 5 more and reserves 4 for an order.
+    replica_b
+        .execute("MUG", receive(1), &metadata())
+        .await
+        .unwrap();
+    replica_a
+        .execute("MUG", receive(5), &metadata())
+        .await
+        .unwrap();
+    let reserve = InventoryCommand::ReserveStock {
+        order_id: OrderId(uuid::Uuid::from_u128(7)),
+        quantity: 4,
+    };
+    let command = metadata();
+    let first = replica_a
+        .execute("MUG", reserve.clone(), &command)
+        .await
+        .unwrap();
+
+    // The same command id sent again through B: its cache says only 1 unit exists.
+    let retried = replica_b.execute("MUG", reserve, &command).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(retried.position, first.position);
+}
