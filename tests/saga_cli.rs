@@ -143,6 +143,9 @@ async fn operators_list_show_and_are_refused_without_a_reason_or_confirmation() 
     );
     let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     let history = view["history"].as_array().unwrap();
+    // The card token is withheld from operators, in the events and the state.
+    assert_eq!(history[0]["event"]["SagaStarted"]["card_token"], "withheld");
+    assert_eq!(view["saga"]["run"]["card_token"], "withheld");
     assert!(history
         .iter()
         .any(|entry| entry["event"]["CompensationFailed"]["step"] == "refund"));

@@ -58,7 +58,7 @@ impl From<DriveError> for AdminError {
     }
 }
 
-/// The saga of `order_id` with its full history.
+/// The saga of `order_id` with its full history; the card token is withheld.
 ///
 /// # Errors
 /// [`AdminError::NotFound`], or the log failing.
@@ -93,7 +93,7 @@ fn entries(commit: &RecordedCommit) -> Result<Vec<SagaHistoryEntry>, AdminError>
             version: envelope.sequence,
             at: commit.envelope.timestamp,
             actor: commit.envelope.actor.clone(),
-            event: envelope.payload,
+            event: envelope.payload.without_card_token(),
         })
         .collect())
 }

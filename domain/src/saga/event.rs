@@ -107,6 +107,38 @@ pub enum SagaEvent {
     },
 }
 
+impl SagaEvent {
+    /// What replaces a card token in views of the saga (read model, operator tools).
+    pub const WITHHELD: &'static str = "withheld";
+
+    /// The event with its card token (if it has one) replaced by [`Self::WITHHELD`]: the
+    /// token stays with the provider and the log, out of operators' and auditors' views.
+    pub fn without_card_token(self) -> Self {
+        match self {
+            SagaEvent::SagaStarted {
+                order_id,
+                customer_id,
+                lines,
+                amount,
+                card_token: _,
+                payment_id,
+                trigger_position,
+                deadline_at,
+            } => SagaEvent::SagaStarted {
+                order_id,
+                customer_id,
+                lines,
+                amount,
+                card_token: Self::WITHHELD.to_owned(),
+                payment_id,
+                trigger_position,
+                deadline_at,
+            },
+            event => event,
+        }
+    }
+}
+
 impl DomainEvent for SagaEvent {
     fn event_type(&self) -> String {
         let name = match self {

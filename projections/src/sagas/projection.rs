@@ -21,10 +21,6 @@ use super::{canceller_text, owner_text};
 use crate::commits::{continuity, decode_commit, Continuity, Decoded};
 use crate::projection::{ApplyError, Delivery, Projection};
 
-/// What the card token becomes in the stored state: the token stays with the provider,
-/// and the fold never reads it.
-const WITHHELD: &str = "withheld";
-
 /// Projects order sagas and their timelines into the `sagas` schema.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SagasProjection;
@@ -159,7 +155,7 @@ impl Model {
         let at = commit.timestamp();
         for (index, event) in commit.events.iter().enumerate() {
             let version = commit.sequence(index);
-            let event = withhold_card_token(event.clone());
+            let event = event.clone().without_card_token();
             let started = check(saga_id, self.instances.get(&saga_id), &event)?;
             self.timeline.push(TimelineRow {
                 saga_id,
@@ -227,32 +223,6 @@ fn check(
             )))
         }
         _ => Ok(false),
-    }
-}
-
-/// The event with its card token replaced: neither the state nor the timeline keeps it.
-fn withhold_card_token(event: SagaEvent) -> SagaEvent {
-    match event {
-        SagaEvent::SagaStarted {
-            order_id,
-            customer_id,
-            lines,
-            amount,
-            card_token: _,
-            payment_id,
-            trigger_position,
-            deadline_at,
-        } => SagaEvent::SagaStarted {
-            order_id,
-            customer_id,
-            lines,
-            amount,
-            card_token: WITHHELD.to_owned(),
-            payment_id,
-            trigger_position,
-            deadline_at,
-        },
-        event => event,
     }
 }
 
