@@ -58,37 +58,15 @@ pub enum TriggerError {
 /// flight then finish their current phase (their triggers are redelivered otherwise).
 ///
 /// # Errors
-/// [`TriggerError`] when the consumer cannot be created or read.
+/// [`TriggerError`] when the consumer cannot be created at start-up; later, a consumer
+/// that goes away is opened again.
 pub async fn run(
     driver: Arc<SagaDriver>,
     js: jetstream::Context,
     config: TriggerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), TriggerError> {
-    let nats = |e: &dyn std::fmt::Display| TriggerError::Nats(e.to_string());
-    let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(&e))?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &config.consumer,
-            consumer::pull::Config {
-                durable_name: Some(config.consumer.clone()),
-                description: Some("shopstream order sagas (triggers: order events)".to_owned()),
-                filter_subject: aggregate_type_filter("order"),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_ack_pending: i64::try_from(config.max_in_flight * 16).unwrap_or(i64::MAX),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| nats(&e))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(config.max_in_flight)
-        .heartbeat(Duration::from_secs(5))
-        .messages()
-        .await
-        .map_err(|e| nats(&e))?;
+    let mut messages = open_messages(&js, &config).await?;
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -106,9 +84,33 @@ pub async fn run(
                 continue;
             }
             None => {
-                return Err(TriggerError::Nats(
-                    "the consumer's message stream ended".into(),
-                ))
+                // The consumer went away (deleted by hand, or its stream was recreated):
+                // open it again (from where the server left it, or from the start of the
+                // log, which is safe: every saga step is idempotent).
+                warn!("the saga consumer's message stream ended; opening it again");
+                let mut stopping = false;
+                loop {
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            stopping = true;
+                            break;
+                        }
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    match open_messages(&js, &config).await {
+                        Ok(reopened) => {
+                            messages = reopened;
+                            break;
+                        }
+                        Err(error) => {
+                            warn!(%error, "opening the saga consumer failed; trying again");
+                        }
+                    }
+                }
+                if stopping {
+                    break;
+                }
+                continue;
             }
         };
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -127,6 +129,37 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+/// Creates the shared durable consumer if needed and opens its message stream.
+async fn open_messages(
+    js: &jetstream::Context,
+    config: &TriggerConfig,
+) -> Result<consumer::pull::Stream, TriggerError> {
+    let nats = |e: &dyn std::fmt::Display| TriggerError::Nats(e.to_string());
+    let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(&e))?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &config.consumer,
+            consumer::pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                description: Some("shopstream order sagas (triggers: order events)".to_owned()),
+                filter_subject: aggregate_type_filter("order"),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_ack_pending: i64::try_from(config.max_in_flight * 16).unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| nats(&e))?;
+    consumer
+        .stream()
+        .max_messages_per_batch(config.max_in_flight)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| nats(&e))
 }
 
 async fn handle(driver: &SagaDriver, message: jetstream::Message, heartbeat: Duration) {

@@ -104,3 +104,30 @@ async fn nats_killed_mid_load_leaves_every_order_at_rest_and_nothing_stranded() 
     assert_eq!(tee.on_hand(), 1_000 - committed_tees);
     shop.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_saga_consumer_is_opened_again_and_orders_still_complete() {
+    let shop = Harness::start(1, SimulatorConfig::default(), fast_saga()).await;
+    shop.receive("MUG", 10).await;
+    let before = shop.place(&[("MUG", 1, 850)], "tok_visa").await;
+    assert_eq!(shop.rested(before).await, Phase::Completed);
+
+    // An operator deletes the consumer by mistake.
+    let js = async_nats::jetstream::new(shop.client.clone());
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    stream
+        .delete_consumer(&shop.trigger.consumer)
+        .await
+        .unwrap();
+
+    let after = shop.place(&[("MUG", 2, 850)], "tok_visa").await;
+    assert_eq!(shop.rested(after).await, Phase::Completed);
+    // The recreated consumer starts from the log's beginning: the first order's trigger
+    // is seen again and changes nothing.
+    assert_eq!(shop.saga_commits(before).await, 4);
+    let mug = shop.inventory("MUG").await;
+    assert_eq!((mug.on_hand(), mug.reserved()), (7, 0));
+    let ledger = shop.provider.ledger().await.unwrap();
+    assert_eq!(ledger.captured_minor, 850 * 3);
+    shop.stop().await;
+}
