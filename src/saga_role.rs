@@ -133,7 +133,7 @@ pub enum SagaAction {
 /// # Errors
 /// When the saga does not exist or NATS fails.
 pub async fn sagas_show(settings: &Settings, order_id: OrderId, json: bool) -> anyhow::Result<()> {
-    let (driver, _) = driver(settings, &default_saga_settings()).await?;
+    let (driver, _) = driver(settings, &saga_settings_from_env()).await?;
     let view = saga::admin::show(&driver, order_id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -186,7 +186,7 @@ pub async fn sagas_act(
             bail!("not confirmed; nothing changed");
         }
     }
-    let (driver, _) = driver(settings, &default_saga_settings()).await?;
+    let (driver, _) = driver(settings, &saga_settings_from_env()).await?;
     let outcome = match action {
         SagaAction::Resume => saga::admin::resume(&driver, order_id, &actor, reason).await?,
         SagaAction::Retry => saga::admin::retry(&driver, order_id, &actor, reason).await?,
@@ -198,16 +198,15 @@ pub async fn sagas_act(
     Ok(())
 }
 
-fn default_saga_settings() -> SagaSettings {
-    SagaSettings {
-        step_timeout_ms: 10_000,
-        ack_wait_ms: 15_000,
-        max_in_flight: 1,
-        payment_latency_ms: 0,
-        payment_hang_ms: 30_000,
-        payment_failure_rate: 0.0,
-        payment_seed: 0,
+/// The saga settings from the environment (or their defaults), for operator commands:
+/// their driver pays through the same provider as the role's.
+fn saga_settings_from_env() -> SagaSettings {
+    #[derive(clap::Parser)]
+    struct FromEnv {
+        #[command(flatten)]
+        saga: SagaSettings,
     }
+    <FromEnv as clap::Parser>::parse_from(["shopstream"]).saga
 }
 
 /// `sagas list`: sagas by state from the `sagas` read model, newest first.

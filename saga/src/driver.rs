@@ -189,18 +189,17 @@ impl SagaDriver {
             let Some(run) = saga.run().cloned() else {
                 return Ok(DriveOutcome::NotOwned);
             };
-            if run.phase.is_at_rest() {
-                if let Phase::CompensationFailed { step, error, .. } = &run.phase {
+            let (command, step) = match &run.phase {
+                Phase::Completed | Phase::Compensated { .. } => {
+                    return Ok(DriveOutcome::Rested(run.phase.as_str().to_owned()));
+                }
+                Phase::CompensationFailed { step, error, .. } => {
                     // Parking is idempotent: a driver that died after recording the
                     // failure parks on its successor's turn.
                     self.park(&run, step, error).await?;
+                    return Ok(DriveOutcome::Rested(run.phase.as_str().to_owned()));
                 }
-                return Ok(DriveOutcome::Rested(run.phase.as_str().to_owned()));
-            }
-            if !saga.is_driven_by(owner) {
-                return Ok(DriveOutcome::NotOwned);
-            }
-            let (command, step) = match &run.phase {
+                _ if !saga.is_driven_by(owner) => return Ok(DriveOutcome::NotOwned),
                 Phase::Reserving { deadline_at } => (
                     self.reserve(&run, *deadline_at).await,
                     "record/reserve".to_owned(),
@@ -219,9 +218,6 @@ impl SagaDriver {
                     self.compensate(&run).await,
                     format!("record/compensate/{}", run.compensation_rounds),
                 ),
-                Phase::Completed | Phase::Compensated { .. } | Phase::CompensationFailed { .. } => {
-                    unreachable!("rest phases returned above")
-                }
             };
             let outcome = self.record(order_id, command.clone(), &step).await?;
             if outcome.events == 0 {

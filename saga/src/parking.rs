@@ -82,10 +82,6 @@ pub async fn resolve(
     .bind(order_id)
     .fetch_all(&mut *tx)
     .await?;
-    let action = match action {
-        "compensate" | "resume" => "retry",
-        other => other,
-    };
     sqlx::query(
         "INSERT INTO dead_letter_actions
              (id, consumer, aggregate_type, aggregate_id, action, actor, reason, outcome, positions)

@@ -89,7 +89,9 @@ impl Backoff {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let mut last_error = None;
-        for attempt in 1u32.. {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
             let Some(remaining) = remaining(deadline) else {
                 return Err(GaveUp::TimedOut(last_error));
             };
@@ -108,7 +110,6 @@ impl Backoff {
                 }
             }
         }
-        unreachable!("the loop above only ends by returning")
     }
 
     /// Tries `call` up to `compensation_attempts` times.

@@ -340,6 +340,14 @@ async fn an_operator_can_force_compensate_a_running_saga() {
     assert_eq!(shop.inventory("MUG").await.reserved(), 0);
     let view = saga::admin::show(&driver, hanging).await.unwrap();
     assert!(view.history.iter().any(|entry| entry.actor == "system:ops"));
+    let actions = projections::dead_letters::history(&shop.db.pool, Some("saga"), 10)
+        .await
+        .unwrap();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(
+        actions[0].action, "compensate",
+        "recorded in the operator's words"
+    );
     shop.stop().await;
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use cqrs_es::EventStore;
 use domain::inventory::{Inventory, InventoryCommand};
 use domain::order::{Canceller, OrderCommand, OrderLine, OrderStatus};
 use domain::payment::{Payment, PaymentMethod};
@@ -312,16 +311,4 @@ impl Harness {
             let _ = tokio::time::timeout(Duration::from_secs(15), replica).await;
         }
     }
-}
-
-/// Keeps `EventStore` in scope for `load_aggregate` users.
-pub async fn load_cached(buses: &SagaBuses, order_id: OrderId) -> OrderSaga {
-    buses
-        .sagas
-        .store()
-        .load_aggregate(&order_id.to_string())
-        .await
-        .unwrap()
-        .state()
-        .clone()
 }
