@@ -124,6 +124,7 @@ impl Shop {
                     }],
                     currency: Currency::EUR,
                     placed_at: Utc::now(),
+                    shipping_address: None,
                     payment_method: PaymentMethod::Card {
                         token: "tok_visa".to_owned(),
                     },

@@ -82,6 +82,7 @@ async fn operators_list_show_and_are_refused_without_a_reason_or_confirmation() 
         }],
         currency: Currency::EUR,
         placed_at: Utc::now(),
+        shipping_address: None,
         payment_method: PaymentMethod::Card {
             token: "tok_refund_fails".to_owned(),
         },

@@ -130,6 +130,7 @@ async fn saga_processes_killed_at_random_points_leave_no_money_or_stock_stranded
                             lines,
                             currency: Currency::EUR,
                             placed_at: Utc::now(),
+                            shipping_address: None,
                             payment_method: PaymentMethod::Card {
                                 token: token.to_owned(),
                             },

@@ -54,6 +54,7 @@ fn placed(order_id: OrderId, customer_id: CustomerId, total_minor: i64) -> Order
             token: "tok_visa".to_owned(),
         }),
         placed_at: at(0),
+        shipping_address: None,
     }
 }
 

@@ -28,6 +28,24 @@ impl OrderLine {
     }
 }
 
+/// Where an order is to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    /// The recipient.
+    pub name: String,
+    /// Street and number.
+    pub line1: String,
+    /// Flat, floor, building; may be empty.
+    #[serde(default)]
+    pub line2: String,
+    /// The town or city.
+    pub city: String,
+    /// The postal or ZIP code.
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, upper case (`DE`, `US`).
+    pub country_code: String,
+}
+
 /// Who cancels an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Canceller {
@@ -54,6 +72,8 @@ pub enum OrderCommand {
         currency: Currency,
         /// How the customer will pay; a card token must not be blank.
         payment_method: PaymentMethod,
+        /// Where to deliver; `None` only where no address is known (imports, tests).
+        shipping_address: Option<ShippingAddress>,
         /// When the customer placed it.
         placed_at: DateTime<Utc>,
     },

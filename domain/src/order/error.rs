@@ -45,6 +45,12 @@ pub enum OrderError {
     /// The order's card has a blank token, so the payment could not be authorised.
     #[error("a card payment needs a token")]
     MissingPaymentToken,
+    /// A shipping address lacks a required field, or its country is not an ISO code.
+    #[error("the shipping address needs a valid {field}")]
+    IncompleteAddress {
+        /// The field at fault.
+        field: &'static str,
+    },
     /// The totals do not fit in the money type.
     #[error("order total overflow")]
     AmountOverflow,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::{Canceller, OrderLine};
+use super::{Canceller, OrderLine, ShippingAddress};
 use crate::ids::{CustomerId, OrderId, PaymentId};
 use crate::money::{Currency, Money};
 use crate::payment::PaymentMethod;
@@ -32,6 +32,9 @@ pub enum OrderEvent {
         /// was recorded, whose stored events have no such field.
         #[serde(default)]
         payment_method: Option<PaymentMethod>,
+        /// Where to deliver; absent in orders placed before addresses were recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shipping_address: Option<ShippingAddress>,
         /// When the customer placed it.
         placed_at: DateTime<Utc>,
     },

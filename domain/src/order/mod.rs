@@ -26,7 +26,7 @@ use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-pub use command::{Canceller, OrderCommand, OrderLine};
+pub use command::{Canceller, OrderCommand, OrderLine, ShippingAddress};
 pub use error::OrderError;
 pub use event::OrderEvent;
 
@@ -96,6 +96,8 @@ struct Placed {
     /// `None` only for orders placed before the method was recorded.
     #[serde(default)]
     payment_method: Option<PaymentMethod>,
+    #[serde(default)]
+    shipping_address: Option<ShippingAddress>,
     placed_at: DateTime<Utc>,
     status: OrderStatus,
     payment_id: Option<PaymentId>,
@@ -144,6 +146,11 @@ impl Order {
         self.placed.as_ref().and_then(|o| o.payment_method.as_ref())
     }
 
+    /// Where the order goes, when it was recorded.
+    pub fn shipping_address(&self) -> Option<&ShippingAddress> {
+        self.placed.as_ref().and_then(|o| o.shipping_address.as_ref())
+    }
+
     /// When the customer placed the order.
     pub fn placed_at(&self) -> Option<DateTime<Utc>> {
         self.placed.as_ref().map(|o| o.placed_at)
@@ -172,6 +179,7 @@ impl Order {
                     lines,
                     currency,
                     payment_method,
+                    shipping_address,
                     placed_at,
                 } => place(
                     order_id,
@@ -179,6 +187,7 @@ impl Order {
                     lines,
                     currency,
                     payment_method,
+                    shipping_address,
                     placed_at,
                 ),
                 _ => Err(OrderError::NotPlaced),
@@ -316,6 +325,7 @@ fn place(
     lines: Vec<OrderLine>,
     currency: Currency,
     payment_method: PaymentMethod,
+    shipping_address: Option<ShippingAddress>,
     placed_at: DateTime<Utc>,
 ) -> Result<Vec<OrderEvent>, OrderError> {
     if lines.is_empty() {
@@ -363,8 +373,30 @@ fn place(
         subtotal,
         total: subtotal,
         payment_method: Some(payment_method),
+        shipping_address: shipping_address.map(checked_address).transpose()?,
         placed_at,
     }])
+}
+
+/// An address with its required fields present (trimmed) and an ISO country code.
+fn checked_address(address: ShippingAddress) -> Result<ShippingAddress, OrderError> {
+    let field = |value: &str, name: &'static str| {
+        required(value, OrderError::IncompleteAddress { field: name })
+    };
+    let country_code = address.country_code.trim().to_ascii_uppercase();
+    if country_code.len() != 2 || !country_code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(OrderError::IncompleteAddress {
+            field: "country_code",
+        });
+    }
+    Ok(ShippingAddress {
+        name: field(&address.name, "name")?,
+        line1: field(&address.line1, "line1")?,
+        line2: address.line2.trim().to_owned(),
+        city: field(&address.city, "city")?,
+        postal_code: field(&address.postal_code, "postal_code")?,
+        country_code,
+    })
 }
 
 impl Aggregate for Order {
@@ -395,6 +427,7 @@ impl Aggregate for Order {
             subtotal,
             total,
             payment_method,
+            shipping_address,
             placed_at,
         } = event
         {
@@ -406,6 +439,7 @@ impl Aggregate for Order {
                 subtotal,
                 total,
                 payment_method,
+                shipping_address,
                 placed_at,
                 status: OrderStatus::Placed,
                 payment_id: None,

@@ -60,6 +60,7 @@ fn place_paying(lines: Vec<OrderLine>, payment_method: PaymentMethod) -> OrderCo
         currency: Currency::EUR,
         payment_method,
         placed_at: placed_at(),
+        shipping_address: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn placed() -> OrderEvent {
         total: eur(3699),
         payment_method: Some(card()),
         placed_at: placed_at(),
+        shipping_address: None,
     }
 }
 
@@ -619,4 +621,84 @@ fn order_events_are_externally_tagged_with_snake_case_fields() {
     assert_eq!(payment_authorised().event_type(), "OrderPaymentAuthorised");
     let back: OrderEvent = serde_json::from_value(serde_json::to_value(placed()).unwrap()).unwrap();
     assert_eq!(back, placed());
+}
+
+fn address() -> ShippingAddress {
+    ShippingAddress {
+        name: " Ada Lovelace ".into(),
+        line1: "12 St James's Square".into(),
+        line2: String::new(),
+        city: "London".into(),
+        postal_code: "SW1Y 4JH".into(),
+        country_code: "gb".into(),
+    }
+}
+
+fn place_to(address: ShippingAddress) -> OrderCommand {
+    OrderCommand::PlaceOrder {
+        order_id: order_id(),
+        customer_id: customer_id(),
+        lines: lines(),
+        currency: Currency::EUR,
+        payment_method: card(),
+        placed_at: placed_at(),
+        shipping_address: Some(address),
+    }
+}
+
+#[test]
+fn placing_an_order_records_its_shipping_address_trimmed_with_an_upper_case_country() {
+    let expected = ShippingAddress {
+        name: "Ada Lovelace".into(),
+        country_code: "GB".into(),
+        ..address()
+    };
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place_to(address()))
+        .then_expect_events(vec![OrderEvent::OrderPlaced {
+            order_id: order_id(),
+            customer_id: customer_id(),
+            lines: lines(),
+            currency: Currency::EUR,
+            subtotal: eur(3699),
+            total: eur(3699),
+            payment_method: Some(card()),
+            placed_at: placed_at(),
+            shipping_address: Some(expected),
+        }]);
+}
+
+#[test]
+fn an_address_without_a_city_or_with_a_made_up_country_is_rejected() {
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place_to(ShippingAddress {
+            city: "  ".into(),
+            ..address()
+        }))
+        .then_expect_error(OrderError::IncompleteAddress { field: "city" });
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(place_to(ShippingAddress {
+            country_code: "Britain".into(),
+            ..address()
+        }))
+        .then_expect_error(OrderError::IncompleteAddress {
+            field: "country_code",
+        });
+}
+
+#[test]
+fn an_order_placed_before_addresses_were_recorded_still_loads() {
+    let stored = serde_json::json!({"OrderPlaced": {
+        "order_id": order_id(), "customer_id": customer_id(), "lines": [],
+        "currency": "EUR", "subtotal": eur(0), "total": eur(0),
+        "placed_at": placed_at()
+    }});
+    let event: OrderEvent = serde_json::from_value(stored).unwrap();
+    let mut order = Order::default();
+    order.apply(event);
+    assert_eq!(order.shipping_address(), None);
+    assert_eq!(order.id(), Some(order_id()));
 }

@@ -142,6 +142,7 @@ pub fn place(
         currency: Currency::EUR,
         payment_method: card(),
         placed_at: at,
+        shipping_address: None,
     }
 }
 

@@ -189,6 +189,7 @@ impl Harness {
                         .collect(),
                     currency: Currency::EUR,
                     placed_at: Utc::now(),
+                    shipping_address: None,
                     payment_method: PaymentMethod::Card {
                         token: token.to_owned(),
                     },
