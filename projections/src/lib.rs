@@ -36,7 +36,14 @@ use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::{PgPool, Postgres};
 
 /// The read-model schema, embedded in the binary.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+///
+/// Other crates' migrators (the api crate's, versions from 1001) share
+/// `_sqlx_migrations` with this one, so it ignores applied versions it does not know
+/// (`ignore_missing`) instead of refusing to run.
+pub static MIGRATOR: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations")
+};
 
 /// Creates the database named in `database_url` if it does not exist yet; safe when
 /// several processes do it at once.

@@ -10,7 +10,7 @@ mod nats;
 mod postgres;
 mod postgres_server;
 
-pub use http::http_get;
+pub use http::{http_get, http_post, HttpResponse};
 pub use nats::{NatsServer, NatsServerOptions};
 pub use postgres::TestDatabase;
 pub use postgres_server::PostgresServer;
