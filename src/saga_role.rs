@@ -219,6 +219,7 @@ pub async fn sagas_list(
     limit: i64,
     json: bool,
 ) -> anyhow::Result<()> {
+    use projections::page::PageRequest;
     use projections::sagas::{self, SagaFilter, SagaState};
     let state = state
         .map(|s| {
@@ -237,16 +238,18 @@ pub async fn sagas_list(
         ..SagaFilter::default()
     };
     let first = usize::try_from(limit.clamp(1, 1000)).unwrap_or(50);
-    let page = sagas::list(&db, &filter, first, None).await?;
+    let page = sagas::list(&db, &filter, PageRequest::first(first)).await?;
+    let total_count = page.total_count;
+    let sagas = page.into_nodes();
     if json {
-        println!("{}", serde_json::to_string_pretty(&page.items)?);
+        println!("{}", serde_json::to_string_pretty(&sagas)?);
         return Ok(());
     }
     println!(
         "{:<36}  {:<19}  {:<25}  {:<25}  reason",
         "order", "phase", "updated", "deadline"
     );
-    for saga in &page.items {
+    for saga in &sagas {
         println!(
             "{:<36}  {:<19}  {:<25}  {:<25}  {}",
             saga.order_id,
@@ -256,8 +259,8 @@ pub async fn sagas_list(
             saga.reason.as_deref().unwrap_or(""),
         );
     }
-    if let Some(total) = page.total_count {
-        println!("{} of {total}", page.items.len());
+    if let Some(total) = total_count {
+        println!("{} of {total}", sagas.len());
     }
     Ok(())
 }

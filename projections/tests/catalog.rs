@@ -14,7 +14,7 @@ use projections::catalog::{
     ProductSummary, VariantDetail,
 };
 use projections::fixtures;
-use projections::page::QueryError;
+use projections::page::{Edge, PageRequest, QueryError};
 use projections::runtime::apply_directly;
 use projections::{ApplyError, Delivery, DeliveryMode};
 use serde_json::{json, Value};
@@ -369,27 +369,66 @@ impl Oracle {
     }
 }
 
-/// Walks every page of a listing, checking each page's size, flag and count.
-async fn walk(
+/// Walks every page of a listing, checking each page's size, flags and count: from its
+/// start with `first/after`, or from its end with `last/before` when `backward`. Returns
+/// the edges in list order.
+async fn walk_edges(
     pool: &PgPool,
     filter: &ProductFilter,
     sort: ProductSort,
     reverse: bool,
-    first: u32,
-) -> Result<Vec<ProductSummary>> {
+    size: usize,
+    backward: bool,
+) -> Result<Vec<Edge<ProductSummary>>> {
     let mut walked = Vec::new();
-    let mut after: Option<String> = None;
+    let mut cursor: Option<String> = None;
     let mut total = None;
     loop {
-        let page = catalog::products(pool, filter, sort, reverse, first, after.as_deref()).await?;
-        assert!(page.items.len() <= first as usize);
+        let request = if backward {
+            PageRequest::Backward {
+                last: size,
+                before: cursor.as_deref(),
+            }
+        } else {
+            PageRequest::Forward {
+                first: size,
+                after: cursor.as_deref(),
+            }
+        };
+        let page = catalog::products(pool, filter, sort, reverse, request).await?;
+        assert!(page.edges.len() <= size);
         assert_eq!(*total.get_or_insert(page.total_count), page.total_count);
-        walked.extend(page.items);
-        if !page.has_next_page {
+        let (behind, ahead, next_cursor) = if backward {
+            (
+                page.has_next_page,
+                page.has_previous_page,
+                page.start_cursor(),
+            )
+        } else {
+            (
+                page.has_previous_page,
+                page.has_next_page,
+                page.end_cursor(),
+            )
+        };
+        assert_eq!(
+            behind,
+            cursor.is_some(),
+            "the flag behind a page is whether it has a cursor"
+        );
+        cursor = next_cursor.map(str::to_owned);
+        if backward {
+            walked.splice(0..0, page.edges);
+        } else {
+            walked.extend(page.edges);
+        }
+        if !ahead {
             break;
         }
-        after = page.end_cursor;
-        assert!(after.is_some(), "a page with a next page has an end cursor");
+        assert!(
+            cursor.is_some(),
+            "a page with more beyond it has a cursor on that side"
+        );
     }
     assert_eq!(
         total,
@@ -397,6 +436,30 @@ async fn walk(
         "total_count counts every item"
     );
     Ok(walked)
+}
+
+/// The products of a listing, walked forward `first` at a time.
+async fn walk(
+    pool: &PgPool,
+    filter: &ProductFilter,
+    sort: ProductSort,
+    reverse: bool,
+    first: usize,
+) -> Result<Vec<ProductSummary>> {
+    let edges = walk_edges(pool, filter, sort, reverse, first, false).await?;
+    Ok(edges.into_iter().map(|edge| edge.node).collect())
+}
+
+/// The products of a listing, walked backward from its end `last` at a time.
+async fn walk_backward(
+    pool: &PgPool,
+    filter: &ProductFilter,
+    sort: ProductSort,
+    reverse: bool,
+    last: usize,
+) -> Result<Vec<ProductSummary>> {
+    let edges = walk_edges(pool, filter, sort, reverse, last, true).await?;
+    Ok(edges.into_iter().map(|edge| edge.node).collect())
 }
 
 /// A product's life with its stock, interleaved; stock of `MUG-BLUE` is booked before
@@ -664,14 +727,9 @@ fn shop() -> Vec<Step> {
     script
 }
 
-#[tokio::test]
-async fn every_filter_and_order_pages_through_each_product_once_in_order() -> Result<()> {
-    let db = migrated().await?;
-    let script = shop();
-    let oracle = Oracle::of(&script);
-    apply(&db.pool, &commits(&script)).await?;
-
-    let filters = [
+/// Filters that each leave a different part of `shop()`.
+fn filters() -> [ProductFilter; 6] {
+    [
         ProductFilter::default(),
         ProductFilter {
             published_only: true,
@@ -697,7 +755,17 @@ async fn every_filter_and_order_pages_through_each_product_once_in_order() -> Re
             max_price: Some(4000),
             ..ProductFilter::default()
         },
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_filter_and_order_pages_through_each_product_once_in_order() -> Result<()> {
+    let db = migrated().await?;
+    let script = shop();
+    let oracle = Oracle::of(&script);
+    apply(&db.pool, &commits(&script)).await?;
+
+    let filters = filters();
     for filter in &filters {
         for sort in [ProductSort::Price, ProductSort::Name, ProductSort::Newest] {
             for reverse in [false, true] {
@@ -811,20 +879,216 @@ async fn categories_count_published_products() -> Result<()> {
 }
 
 #[tokio::test]
+async fn every_filter_and_order_walked_backward_from_the_end_gives_the_same_list() -> Result<()> {
+    let db = migrated().await?;
+    let script = shop();
+    let oracle = Oracle::of(&script);
+    apply(&db.pool, &commits(&script)).await?;
+
+    for filter in &filters() {
+        for sort in [ProductSort::Price, ProductSort::Name, ProductSort::Newest] {
+            for reverse in [false, true] {
+                let expected = oracle.listing(filter, sort, reverse);
+                let walked = walk_backward(&db.pool, filter, sort, reverse, 3).await?;
+                assert_eq!(
+                    walked, expected,
+                    "{filter:?} by {sort:?}, reverse {reverse}"
+                );
+            }
+        }
+    }
+    let search = ProductFilter {
+        search: Some("mugs".to_owned()),
+        ..ProductFilter::default()
+    };
+    for reverse in [false, true] {
+        let forward = walk(&db.pool, &search, ProductSort::Relevance, reverse, 2).await?;
+        let backward = walk_backward(&db.pool, &search, ProductSort::Relevance, reverse, 2).await?;
+        assert_eq!(forward.len(), 5);
+        assert_eq!(backward, forward, "by relevance, reverse {reverse}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_products_cursor_continues_on_either_side_of_it() -> Result<()> {
+    let db = migrated().await?;
+    let script = shop();
+    let oracle = Oracle::of(&script);
+    apply(&db.pool, &commits(&script)).await?;
+    let all = ProductFilter::default();
+
+    for (sort, reverse) in [
+        (ProductSort::Price, false),
+        (ProductSort::Name, true),
+        (ProductSort::Newest, true),
+    ] {
+        let expected = oracle.listing(&all, sort, reverse);
+        let listed =
+            catalog::products(&db.pool, &all, sort, reverse, PageRequest::first(100)).await?;
+        assert_eq!(listed.nodes().cloned().collect::<Vec<_>>(), expected);
+        for (i, edge) in listed.edges.iter().enumerate() {
+            let after = PageRequest::Forward {
+                first: 1,
+                after: Some(&edge.cursor),
+            };
+            let next = catalog::products(&db.pool, &all, sort, reverse, after).await?;
+            assert_eq!(
+                next.into_nodes(),
+                expected.get(i + 1).cloned().into_iter().collect::<Vec<_>>(),
+                "after {i} by {sort:?}, reverse {reverse}"
+            );
+            let before = PageRequest::Backward {
+                last: 1,
+                before: Some(&edge.cursor),
+            };
+            let previous = catalog::products(&db.pool, &all, sort, reverse, before).await?;
+            assert!(previous.has_next_page);
+            assert_eq!(previous.has_previous_page, i > 1);
+            assert_eq!(
+                previous.into_nodes(),
+                i.checked_sub(1)
+                    .map(|j| expected[j].clone())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                "before {i} by {sort:?}, reverse {reverse}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_forward_cursor_used_as_before_gives_back_the_page_before_it() -> Result<()> {
+    let db = migrated().await?;
+    apply(&db.pool, &commits(&shop())).await?;
+    let all = ProductFilter::default();
+    let (sort, reverse) = (ProductSort::Name, true);
+    let first = catalog::products(&db.pool, &all, sort, reverse, PageRequest::first(4)).await?;
+    let after_first = PageRequest::Forward {
+        first: 4,
+        after: first.end_cursor(),
+    };
+    let second = catalog::products(&db.pool, &all, sort, reverse, after_first).await?;
+
+    let before_second = PageRequest::Backward {
+        last: 4,
+        before: second.start_cursor(),
+    };
+    let back = catalog::products(&db.pool, &all, sort, reverse, before_second).await?;
+
+    assert_eq!(second.edges.len(), 4);
+    assert_eq!(back.edges, first.edges);
+    assert!(!back.has_previous_page && back.has_next_page);
+    assert_eq!(back.total_count, first.total_count);
+    Ok(())
+}
+
+#[tokio::test]
 async fn bad_listing_arguments_are_refused() -> Result<()> {
     let db = migrated().await?;
     apply(&db.pool, &commits(&shop())).await?;
     let all = ProductFilter::default();
+    let five = PageRequest::first(5);
 
-    let relevance = catalog::products(&db.pool, &all, ProductSort::Relevance, false, 5, None).await;
-    let page = catalog::products(&db.pool, &all, ProductSort::Price, false, 5, None).await?;
-    let foreign = page.end_cursor.as_deref();
-    let other_order = catalog::products(&db.pool, &all, ProductSort::Name, false, 5, foreign).await;
-    let too_many = catalog::products(&db.pool, &all, ProductSort::Name, false, 101, None).await;
+    let relevance = catalog::products(&db.pool, &all, ProductSort::Relevance, false, five).await;
+    let page = catalog::products(&db.pool, &all, ProductSort::Price, false, five).await?;
+    let foreign = page.end_cursor();
+    let foreign_after = PageRequest::Forward {
+        first: 5,
+        after: foreign,
+    };
+    let foreign_before = PageRequest::Backward {
+        last: 5,
+        before: foreign,
+    };
+    let garbage_before = PageRequest::Backward {
+        last: 5,
+        before: Some("not-a-cursor"),
+    };
+    let too_many_last = PageRequest::Backward {
+        last: 101,
+        before: None,
+    };
+    let by_name = |request| catalog::products(&db.pool, &all, ProductSort::Name, false, request);
 
     assert!(matches!(relevance, Err(QueryError::InvalidArgument(_))));
-    assert!(matches!(other_order, Err(QueryError::InvalidCursor)));
-    assert!(matches!(too_many, Err(QueryError::PageTooLarge(101))));
+    assert!(matches!(
+        by_name(foreign_after).await,
+        Err(QueryError::InvalidCursor)
+    ));
+    assert!(matches!(
+        by_name(foreign_before).await,
+        Err(QueryError::InvalidCursor)
+    ));
+    assert!(matches!(
+        by_name(garbage_before).await,
+        Err(QueryError::InvalidCursor)
+    ));
+    assert!(matches!(
+        by_name(PageRequest::first(101)).await,
+        Err(QueryError::PageTooLarge(101))
+    ));
+    assert!(matches!(
+        by_name(too_many_last).await,
+        Err(QueryError::PageTooLarge(101))
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_variants_of_many_products_and_skus_are_read_at_once() -> Result<()> {
+    let db = migrated().await?;
+    let script = history();
+    let oracle = Oracle::of(&script);
+    apply(&db.pool, &commits(&script)).await?;
+    let (mug, pot, unknown) = (product_id(1), product_id(2), product_id(9));
+
+    let by_product = catalog::variants_for_products(&db.pool, &[pot, unknown, mug]).await?;
+    let skus = ["POT-RED", "NO-SUCH-SKU", "MUG-BLUE-S", "MUG-BLUE"].map(str::to_owned);
+    let by_sku = catalog::variants_by_sku(&db.pool, &skus).await?;
+
+    assert_eq!(by_product.len(), 2);
+    for id in [mug, pot] {
+        assert_eq!(
+            by_product.get(&id),
+            Some(&oracle.detail(id).variants),
+            "{id}"
+        );
+    }
+    let mug_variants = &oracle.detail(mug).variants;
+    // By hand: the mug's variants in the order added, the small one retired.
+    let codes: Vec<(&str, bool)> = mug_variants
+        .iter()
+        .map(|v| (v.sku.as_str(), v.retired))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("MUG-BLUE", false),
+            ("MUG-BLUE-XL", false),
+            ("MUG-BLUE-S", true)
+        ]
+    );
+    assert_eq!(by_sku.len(), 3);
+    assert_eq!(
+        by_sku.get("MUG-BLUE-S"),
+        Some(&(mug, mug_variants[2].clone()))
+    );
+    assert_eq!(
+        by_sku.get("MUG-BLUE"),
+        Some(&(mug, mug_variants[0].clone()))
+    );
+    assert_eq!(
+        by_sku.get("POT-RED"),
+        Some(&(pot, oracle.detail(pot).variants[0].clone()))
+    );
+    // MUG-BLUE: 7 received, 2 reserved then committed.
+    assert_eq!(by_sku["MUG-BLUE"].1.available, 5);
+    assert!(catalog::variants_for_products(&db.pool, &[])
+        .await?
+        .is_empty());
+    assert!(catalog::variants_by_sku(&db.pool, &[]).await?.is_empty());
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use domain::{OrderId, Sku};
 use infra_nats::RecordedCommit;
 use projections::fixtures;
 use projections::inventory::{self, InventoryProjection, Movement, MovementKind, StockLevel};
-use projections::page::QueryError;
+use projections::page::{encode_cursor, Page, PageRequest, QueryError};
 use projections::runtime::apply_directly;
 use projections::{ApplyError, Delivery, DeliveryMode};
 use serde_json::{json, Value};
@@ -338,7 +338,7 @@ async fn a_scripted_history_gives_the_stock_the_test_computes() -> Result<()> {
     assert_eq!(reservations, expected_reservations);
     assert_eq!(reservations.len(), 2);
 
-    let all_blue = inventory::movements(&db.pool, BLUE, 100, None).await?;
+    let all_blue = inventory::movements(&db.pool, BLUE, PageRequest::first(100)).await?;
     let mut expected_blue: Vec<Movement> = expected
         .movements
         .iter()
@@ -346,9 +346,9 @@ async fn a_scripted_history_gives_the_stock_the_test_computes() -> Result<()> {
         .cloned()
         .collect();
     expected_blue.reverse();
-    assert_eq!(all_blue.items, expected_blue);
     assert_eq!(all_blue.total_count, Some(9));
     assert!(!all_blue.has_next_page);
+    assert_eq!(all_blue.into_nodes(), expected_blue);
     Ok(())
 }
 
@@ -387,43 +387,205 @@ async fn replaying_applied_commits_changes_nothing() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn movements_are_paged_newest_first_each_exactly_once() -> Result<()> {
-    let db = migrated().await?;
-    let script = script();
-    let commits = commits(&script);
-    let mut expected: Vec<Movement> = oracle(&commits, &script)
+/// The movements of `BLUE` as the test computes them, newest first.
+fn blue_newest_first(
+    commits: &[RecordedCommit],
+    script: &[(&str, Vec<InventoryEvent>)],
+) -> Vec<Movement> {
+    let mut expected: Vec<Movement> = oracle(commits, script)
         .movements
         .into_iter()
         .filter(|m| m.sku == BLUE)
         .collect();
     expected.reverse();
+    expected
+}
+
+/// Asks for one page of `BLUE`'s movements, which are counted on every page.
+async fn blue_page(pool: &PgPool, request: PageRequest<'_>) -> Result<Page<Movement>> {
+    let page = inventory::movements(pool, BLUE, request).await?;
+    assert_eq!(page.total_count, Some(9));
+    Ok(page)
+}
+
+#[tokio::test]
+async fn movements_are_paged_newest_first_each_exactly_once() -> Result<()> {
+    let db = migrated().await?;
+    let script = script();
+    let commits = commits(&script);
+    let expected = blue_newest_first(&commits, &script);
     apply(&db.pool, &commits).await?;
 
     let mut walked = Vec::new();
     let mut pages = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = inventory::movements(&db.pool, BLUE, 3, after.as_deref()).await?;
-        assert_eq!(page.total_count, Some(9));
-        pages.push((page.items.len(), page.has_next_page));
-        walked.extend(page.items);
-        if !page.has_next_page {
+        let request = PageRequest::Forward {
+            first: 3,
+            after: after.as_deref(),
+        };
+        let page = blue_page(&db.pool, request).await?;
+        assert_eq!(page.has_previous_page, after.is_some());
+        pages.push((page.edges.len(), page.has_next_page));
+        after = page.end_cursor().map(str::to_owned);
+        let has_next_page = page.has_next_page;
+        walked.extend(page.into_nodes());
+        if !has_next_page {
             break;
         }
-        after = page.end_cursor;
     }
 
     assert_eq!(pages, vec![(3, true), (3, true), (3, false)]);
     assert_eq!(walked, expected);
-    assert!(matches!(
-        inventory::movements(&db.pool, BLUE, 3, Some("not-a-cursor")).await,
-        Err(QueryError::InvalidCursor)
-    ));
-    assert!(matches!(
-        inventory::movements(&db.pool, BLUE, 101, None).await,
-        Err(QueryError::PageTooLarge(101))
-    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn movements_walked_backward_from_the_oldest_end_come_in_the_same_order() -> Result<()> {
+    let db = migrated().await?;
+    let script = script();
+    let commits = commits(&script);
+    let expected = blue_newest_first(&commits, &script);
+    apply(&db.pool, &commits).await?;
+
+    // Pages of 4 over 9 movements: the first page read backward is the list's last.
+    let mut walked: Vec<Movement> = Vec::new();
+    let mut pages = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let request = PageRequest::Backward {
+            last: 4,
+            before: before.as_deref(),
+        };
+        let page = blue_page(&db.pool, request).await?;
+        assert_eq!(page.has_next_page, before.is_some());
+        pages.push((page.edges.len(), page.has_previous_page));
+        before = page.start_cursor().map(str::to_owned);
+        let has_previous_page = page.has_previous_page;
+        let mut earlier = page.into_nodes();
+        earlier.append(&mut walked);
+        walked = earlier;
+        if !has_previous_page {
+            break;
+        }
+    }
+
+    assert_eq!(pages, vec![(4, true), (4, true), (1, false)]);
+    assert_eq!(walked, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_movements_cursor_continues_on_either_side_of_it() -> Result<()> {
+    let db = migrated().await?;
+    let script = script();
+    let commits = commits(&script);
+    let expected = blue_newest_first(&commits, &script);
+    apply(&db.pool, &commits).await?;
+    let all = inventory::movements(&db.pool, BLUE, PageRequest::first(100)).await?;
+    assert_eq!(all.edges.len(), expected.len());
+
+    for (i, edge) in all.edges.iter().enumerate() {
+        let after = PageRequest::Forward {
+            first: 2,
+            after: Some(&edge.cursor),
+        };
+        let next = inventory::movements(&db.pool, BLUE, after).await?;
+        assert_eq!(
+            next.nodes().collect::<Vec<_>>(),
+            expected.iter().skip(i + 1).take(2).collect::<Vec<_>>(),
+            "after {i}"
+        );
+        assert!(next.has_previous_page);
+        assert_eq!(next.has_next_page, i + 3 < expected.len(), "after {i}");
+
+        let before = PageRequest::Backward {
+            last: 2,
+            before: Some(&edge.cursor),
+        };
+        let previous = inventory::movements(&db.pool, BLUE, before).await?;
+        assert!(previous.has_next_page);
+        assert_eq!(previous.has_previous_page, i > 2, "before {i}");
+        let from = i.saturating_sub(2);
+        assert_eq!(
+            previous.into_nodes(),
+            expected[from..i].to_vec(),
+            "before {i}"
+        );
+    }
+    // A cursor handed out going forward ends a backward page just before its movement.
+    let second_page = PageRequest::Forward {
+        first: 3,
+        after: Some(&all.edges[2].cursor),
+    };
+    let second_page = inventory::movements(&db.pool, BLUE, second_page).await?;
+    let first_page = PageRequest::Backward {
+        last: 3,
+        before: second_page.start_cursor(),
+    };
+    let first_page = inventory::movements(&db.pool, BLUE, first_page).await?;
+    assert_eq!(first_page.edges, all.edges[..3].to_vec());
+    assert!(!first_page.has_previous_page && first_page.has_next_page);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_page_of_no_movements_still_tells_whether_movements_exist() -> Result<()> {
+    let db = migrated().await?;
+    apply(&db.pool, &commits(&script())).await?;
+    let none = PageRequest::Backward {
+        last: 0,
+        before: None,
+    };
+
+    let page = inventory::movements(&db.pool, BLUE, none).await?;
+    let unknown = inventory::movements(&db.pool, "NEVER-STOCKED", none).await?;
+
+    assert!(page.edges.is_empty());
+    assert!(page.has_previous_page && !page.has_next_page);
+    assert!(!unknown.has_previous_page && !unknown.has_next_page);
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_pages_and_foreign_cursors_of_movements_are_refused() -> Result<()> {
+    let db = migrated().await?;
+    // The last is well formed, but of another list's key: the orders' (time, id).
+    let foreign = [
+        "not-a-cursor".to_owned(),
+        "zz".to_owned(),
+        encode_cursor(&(at(0), Uuid::nil())),
+    ];
+    for cursor in &foreign {
+        let after = PageRequest::Forward {
+            first: 3,
+            after: Some(cursor),
+        };
+        let before = PageRequest::Backward {
+            last: 3,
+            before: Some(cursor),
+        };
+        for request in [after, before] {
+            let result = inventory::movements(&db.pool, BLUE, request).await;
+            assert!(
+                matches!(result, Err(QueryError::InvalidCursor)),
+                "{request:?}: {result:?}"
+            );
+        }
+    }
+    for request in [
+        PageRequest::first(101),
+        PageRequest::Backward {
+            last: 101,
+            before: None,
+        },
+    ] {
+        let result = inventory::movements(&db.pool, BLUE, request).await;
+        assert!(
+            matches!(result, Err(QueryError::PageTooLarge(101))),
+            "{result:?}"
+        );
+    }
     Ok(())
 }
 
@@ -472,7 +634,9 @@ async fn returned_stock_is_on_hand_again_as_a_returned_movement() -> Result<()> 
     assert_eq!(Some(&level), expected.levels.get(BLUE));
     // By hand: 10 - 4 committed + 4 returned, with order 2's 1 still held.
     assert_eq!((level.on_hand, level.reserved, level.available), (10, 1, 9));
-    let newest = inventory::movements(&db.pool, BLUE, 1, None).await?.items;
+    let newest = inventory::movements(&db.pool, BLUE, PageRequest::first(1))
+        .await?
+        .into_nodes();
     assert_eq!(newest[0], expected.movements[4]);
     assert_eq!(
         (
@@ -512,7 +676,9 @@ async fn a_version_1_adjustment_is_applied_with_the_upcast_reason() -> Result<()
 
     let level = inventory::stock_level(&db.pool, BLUE).await?.unwrap();
     assert_eq!((level.on_hand, level.available), (7, 7));
-    let newest = inventory::movements(&db.pool, BLUE, 1, None).await?.items;
+    let newest = inventory::movements(&db.pool, BLUE, PageRequest::first(1))
+        .await?
+        .into_nodes();
     assert_eq!(newest[0].kind, MovementKind::Adjusted);
     assert_eq!(newest[0].on_hand_change, -3);
     assert_eq!(newest[0].reason.as_deref(), Some(UNRECORDED_REASON));

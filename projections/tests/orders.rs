@@ -13,7 +13,7 @@ use infra_nats::RecordedCommit;
 use projections::orders::{
     self, OrderFilter, OrderLineView, OrderSummary, OrdersProjection, PaymentState, StatusChange,
 };
-use projections::page::{Page, QueryError};
+use projections::page::{encode_cursor, Page, PageRequest, QueryError};
 use projections::runtime::apply_directly;
 use projections::{fixtures, ApplyError};
 use sqlx::PgPool;
@@ -360,29 +360,94 @@ fn many_orders() -> (Shop, Vec<Placed>) {
     (shop, placed)
 }
 
+/// A page request that owns its cursor, so that a boxed query can hold it.
+#[derive(Debug, Clone)]
+enum Ask {
+    Forward(usize, Option<String>),
+    Backward(usize, Option<String>),
+}
+
+impl Ask {
+    fn request(&self) -> PageRequest<'_> {
+        match self {
+            Ask::Forward(first, after) => PageRequest::Forward {
+                first: *first,
+                after: after.as_deref(),
+            },
+            Ask::Backward(last, before) => PageRequest::Backward {
+                last: *last,
+                before: before.as_deref(),
+            },
+        }
+    }
+}
+
 type PageFuture = Pin<Box<dyn Future<Output = Result<Page<OrderSummary>, QueryError>>>>;
 
-/// Follows `end_cursor` from the first page to the last; returns the ids seen and the
-/// size and `has_next_page` of each page.
+/// Walks a list from its start with `first/after`, or from its end with `last/before`
+/// when `backward`, `size` at a time, checking on each page that every edge has its
+/// order's cursor and that the flag on the cursor's side is whether a cursor was given.
+/// Returns the ids in list order, and the size of each page with whether more pages
+/// lie ahead, in the order the pages were read.
 async fn walk(
-    mut next: impl FnMut(Option<String>) -> PageFuture,
+    backward: bool,
+    size: usize,
+    mut next: impl FnMut(Ask) -> PageFuture,
 ) -> (Vec<OrderId>, Vec<(usize, bool)>) {
     let mut ids = Vec::new();
     let mut shapes = Vec::new();
-    let mut after = None;
+    let mut cursor: Option<String> = None;
     loop {
-        let page = next(after.clone()).await.unwrap();
-        shapes.push((page.items.len(), page.has_next_page));
-        ids.extend(page.items.iter().map(|o: &OrderSummary| o.id));
-        if !page.has_next_page {
-            return (ids, shapes);
+        let ask = if backward {
+            Ask::Backward(size, cursor.clone())
+        } else {
+            Ask::Forward(size, cursor.clone())
+        };
+        let page = next(ask).await.unwrap();
+        for edge in &page.edges {
+            assert_eq!(
+                edge.cursor,
+                edge.node.cursor(),
+                "each edge has its order's cursor"
+            );
         }
         assert_eq!(
-            page.end_cursor,
-            page.items.last().map(OrderSummary::cursor),
-            "the end cursor is the last item's"
+            page.start_cursor(),
+            page.edges.first().map(|e| e.cursor.as_str())
         );
-        after = page.end_cursor;
+        assert_eq!(
+            page.end_cursor(),
+            page.edges.last().map(|e| e.cursor.as_str())
+        );
+        let (behind, ahead, next_cursor) = if backward {
+            (
+                page.has_next_page,
+                page.has_previous_page,
+                page.start_cursor(),
+            )
+        } else {
+            (
+                page.has_previous_page,
+                page.has_next_page,
+                page.end_cursor(),
+            )
+        };
+        assert_eq!(
+            behind,
+            cursor.is_some(),
+            "the flag behind a page is whether it has a cursor"
+        );
+        shapes.push((page.edges.len(), ahead));
+        cursor = next_cursor.map(str::to_owned);
+        let page_ids: Vec<OrderId> = page.nodes().map(|o| o.id).collect();
+        if backward {
+            ids.splice(0..0, page_ids);
+        } else {
+            ids.extend(page_ids);
+        }
+        if !ahead {
+            return (ids, shapes);
+        }
     }
 }
 
@@ -392,41 +457,29 @@ fn newest_first(mut orders: Vec<(DateTime<Utc>, OrderId)>) -> Vec<OrderId> {
     orders.into_iter().map(|(_, id)| id).collect()
 }
 
-#[tokio::test]
-async fn a_customers_orders_are_walked_newest_first_three_at_a_time() {
-    let db = migrated().await;
-    let (shop, placed) = many_orders();
-    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
-        .await
-        .unwrap();
-    let expected = newest_first(
+/// Customer 1's orders from `many_orders`, as `customer_orders` lists them.
+fn customer_1_orders(placed: &[Placed]) -> Vec<OrderId> {
+    newest_first(
         placed
             .iter()
             .filter(|(_, _, c, _)| *c == customer(1))
             .map(|(at, id, _, _)| (*at, *id))
             .collect(),
-    );
-
-    let pool = db.pool.clone();
-    let (ids, shapes) = walk(move |after| {
-        let pool = pool.clone();
-        Box::pin(
-            async move { orders::customer_orders(&pool, customer(1), 3, after.as_deref()).await },
-        )
-    })
-    .await;
-
-    assert_eq!(ids, expected);
-    assert_eq!(shapes, vec![(3, true), (3, true), (1, false)]);
+    )
 }
 
-#[tokio::test]
-async fn filtered_orders_are_counted_and_walked_within_the_filter() {
-    let db = migrated().await;
-    let (shop, placed) = many_orders();
-    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
-        .await
-        .unwrap();
+/// Pages of customer 1's orders, as `walk` asks for them.
+fn customer_1_pages(pool: &PgPool) -> impl FnMut(Ask) -> PageFuture {
+    let pool = pool.clone();
+    move |ask| {
+        let pool = pool.clone();
+        Box::pin(async move { orders::customer_orders(&pool, customer(1), ask.request()).await })
+    }
+}
+
+/// The filter of `filtered_orders_are_counted_and_walked_within_the_filter`, and the
+/// orders of `many_orders` it matches, newest first.
+fn placed_between_day_5_and_8(placed: &[Placed]) -> (OrderFilter, Vec<OrderId>) {
     let filter = OrderFilter {
         status: Some(OrderStatus::Placed),
         customer_id: None,
@@ -441,48 +494,347 @@ async fn filtered_orders_are_counted_and_walked_within_the_filter() {
             .collect(),
     );
     assert_eq!(expected.len(), 5, "the scenario has five matching orders");
+    (filter, expected)
+}
 
-    let pool = db.pool.clone();
-    let (ids, shapes) = walk(move |after| {
+fn filtered_pages(pool: &PgPool, filter: &OrderFilter) -> impl FnMut(Ask) -> PageFuture {
+    let pool = pool.clone();
+    let filter = filter.clone();
+    move |ask| {
         let pool = pool.clone();
         let filter = filter.clone();
-        Box::pin(async move { orders::orders(&pool, &filter, 2, after.as_deref()).await })
-    })
-    .await;
+        Box::pin(async move { orders::orders(&pool, &filter, ask.request()).await })
+    }
+}
+
+#[tokio::test]
+async fn a_customers_orders_are_walked_newest_first_three_at_a_time() {
+    let db = migrated().await;
+    let (shop, placed) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+
+    let (ids, shapes) = walk(false, 3, customer_1_pages(&db.pool)).await;
+
+    assert_eq!(ids, customer_1_orders(&placed));
+    assert_eq!(shapes, vec![(3, true), (3, true), (1, false)]);
+}
+
+#[tokio::test]
+async fn a_customers_orders_walked_backward_from_the_end_are_the_same_in_the_same_order() {
+    let db = migrated().await;
+    let (shop, placed) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+
+    let (ids, shapes) = walk(true, 3, customer_1_pages(&db.pool)).await;
+
+    // Seven orders read from the end, three at a time: the oldest one is a page alone.
+    assert_eq!(ids, customer_1_orders(&placed));
+    assert_eq!(shapes, vec![(3, true), (3, true), (1, false)]);
+}
+
+#[tokio::test]
+async fn filtered_orders_are_counted_and_walked_within_the_filter() {
+    let db = migrated().await;
+    let (shop, placed) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let (filter, expected) = placed_between_day_5_and_8(&placed);
+
+    let (ids, shapes) = walk(false, 2, filtered_pages(&db.pool, &filter)).await;
     assert_eq!(ids, expected);
     assert_eq!(shapes, vec![(2, true), (2, true), (1, false)]);
 
-    let everything = orders::orders(&db.pool, &OrderFilter::default(), 100, None)
+    let everything = orders::orders(&db.pool, &OrderFilter::default(), PageRequest::first(100))
         .await
         .unwrap();
     assert_eq!(everything.total_count, Some(placed.len() as i64));
-    assert_eq!(everything.items.len(), placed.len());
+    assert_eq!(everything.edges.len(), placed.len());
     assert!(!everything.has_next_page);
 
     let cancelled = OrderFilter {
         status: Some(OrderStatus::Cancelled),
         ..OrderFilter::default()
     };
-    let page = orders::orders(&db.pool, &cancelled, 1, None).await.unwrap();
+    let page = orders::orders(&db.pool, &cancelled, PageRequest::first(1))
+        .await
+        .unwrap();
     let cancelled_count = placed.iter().filter(|(_, _, _, c)| *c).count() as i64;
     assert_eq!(page.total_count, Some(cancelled_count));
-    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.edges.len(), 1);
     assert!(page.has_next_page);
+}
+
+#[tokio::test]
+async fn filtered_orders_walked_backward_are_the_same_and_counted_the_same() {
+    let db = migrated().await;
+    let (shop, placed) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let (filter, expected) = placed_between_day_5_and_8(&placed);
+
+    let (ids, shapes) = walk(true, 2, filtered_pages(&db.pool, &filter)).await;
+    let last_two = PageRequest::Backward {
+        last: 2,
+        before: None,
+    };
+    let last_two = orders::orders(&db.pool, &filter, last_two).await.unwrap();
+
+    assert_eq!(ids, expected);
+    assert_eq!(shapes, vec![(2, true), (2, true), (1, false)]);
+    assert_eq!(last_two.total_count, Some(5));
+    assert_eq!(
+        last_two
+            .into_nodes()
+            .iter()
+            .map(|o| o.id)
+            .collect::<Vec<_>>(),
+        expected[3..]
+    );
+}
+
+#[tokio::test]
+async fn every_orders_cursor_continues_on_either_side_of_it() {
+    let db = migrated().await;
+    let (shop, _) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let all = orders::orders(&db.pool, &OrderFilter::default(), PageRequest::first(100))
+        .await
+        .unwrap();
+    let ids: Vec<OrderId> = all.nodes().map(|o| o.id).collect();
+    assert_eq!(ids.len(), 10);
+
+    for (i, edge) in all.edges.iter().enumerate() {
+        let after = PageRequest::Forward {
+            first: 1,
+            after: Some(&edge.cursor),
+        };
+        let next = orders::orders(&db.pool, &OrderFilter::default(), after)
+            .await
+            .unwrap();
+        let next_ids: Vec<OrderId> = next.nodes().map(|o| o.id).collect();
+        assert_eq!(
+            next_ids,
+            ids.get(i + 1).copied().into_iter().collect::<Vec<_>>(),
+            "after {i}"
+        );
+        assert!(next.has_previous_page);
+        assert_eq!(next.has_next_page, i + 2 < ids.len(), "after {i}");
+
+        let before = PageRequest::Backward {
+            last: 1,
+            before: Some(&edge.cursor),
+        };
+        let previous = orders::orders(&db.pool, &OrderFilter::default(), before)
+            .await
+            .unwrap();
+        let previous_ids: Vec<OrderId> = previous.nodes().map(|o| o.id).collect();
+        let expected: Vec<OrderId> = i.checked_sub(1).map(|j| ids[j]).into_iter().collect();
+        assert_eq!(previous_ids, expected, "before {i}");
+        assert!(previous.has_next_page);
+        assert_eq!(previous.has_previous_page, i > 1, "before {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_forward_cursor_used_as_before_ends_the_page_just_before_its_order() {
+    let db = migrated().await;
+    let (shop, placed) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let expected = customer_1_orders(&placed);
+    let first_page = orders::customer_orders(&db.pool, customer(1), PageRequest::first(3))
+        .await
+        .unwrap();
+    let second = PageRequest::Forward {
+        first: 3,
+        after: first_page.end_cursor(),
+    };
+    let second_page = orders::customer_orders(&db.pool, customer(1), second)
+        .await
+        .unwrap();
+
+    let back = PageRequest::Backward {
+        last: 3,
+        before: second_page.start_cursor(),
+    };
+    let back_to_first = orders::customer_orders(&db.pool, customer(1), back)
+        .await
+        .unwrap();
+    let two_back = PageRequest::Backward {
+        last: 2,
+        before: second_page.start_cursor(),
+    };
+    let two_back = orders::customer_orders(&db.pool, customer(1), two_back)
+        .await
+        .unwrap();
+
+    assert_eq!(back_to_first.edges, first_page.edges);
+    assert!(!back_to_first.has_previous_page && back_to_first.has_next_page);
+    let two_ids: Vec<OrderId> = two_back.nodes().map(|o| o.id).collect();
+    assert_eq!(two_ids, expected[1..3]);
+    assert!(two_back.has_previous_page && two_back.has_next_page);
+}
+
+#[tokio::test]
+async fn a_page_of_no_orders_still_tells_whether_orders_exist() {
+    let db = migrated().await;
+    let (shop, _) = many_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let none_before_the_end = PageRequest::Backward {
+        last: 0,
+        before: None,
+    };
+
+    let empty = orders::orders(&db.pool, &OrderFilter::default(), none_before_the_end)
+        .await
+        .unwrap();
+    let nobody = orders::customer_orders(&db.pool, customer(9), PageRequest::first(0))
+        .await
+        .unwrap();
+
+    assert!(empty.edges.is_empty());
+    assert!(empty.has_previous_page && !empty.has_next_page);
+    assert_eq!(empty.total_count, Some(10));
+    assert!(nobody.edges.is_empty() && !nobody.has_next_page && !nobody.has_previous_page);
 }
 
 #[tokio::test]
 async fn a_cursor_the_model_did_not_make_is_refused() {
     let db = migrated().await;
-    let result = orders::customer_orders(&db.pool, customer(1), 3, Some("not-a-cursor")).await;
-    assert!(
-        matches!(result, Err(QueryError::InvalidCursor)),
-        "{result:?}"
+    // The last is well formed, but of another list's key: the movements' (position,
+    // index).
+    let garbage = [
+        "not-a-cursor".to_owned(),
+        "zz".to_owned(),
+        encode_cursor(&(3_i64, 0_i32)),
+    ];
+    for cursor in &garbage {
+        let after = PageRequest::Forward {
+            first: 3,
+            after: Some(cursor),
+        };
+        let before = PageRequest::Backward {
+            last: 3,
+            before: Some(cursor),
+        };
+        for request in [after, before] {
+            let result = orders::customer_orders(&db.pool, customer(1), request).await;
+            assert!(
+                matches!(result, Err(QueryError::InvalidCursor)),
+                "{request:?}: {result:?}"
+            );
+            let result = orders::orders(&db.pool, &OrderFilter::default(), request).await;
+            assert!(
+                matches!(result, Err(QueryError::InvalidCursor)),
+                "{request:?}: {result:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_page_of_more_than_100_orders_is_refused_either_way() {
+    let db = migrated().await;
+    let backward = PageRequest::Backward {
+        last: 101,
+        before: None,
+    };
+    for request in [PageRequest::first(101), backward] {
+        let result = orders::orders(&db.pool, &OrderFilter::default(), request).await;
+        assert!(
+            matches!(result, Err(QueryError::PageTooLarge(101))),
+            "{result:?}"
+        );
+        let result = orders::customer_orders(&db.pool, customer(1), request).await;
+        assert!(
+            matches!(result, Err(QueryError::PageTooLarge(101))),
+            "{result:?}"
+        );
+    }
+    let largest = PageRequest::Backward {
+        last: 100,
+        before: None,
+    };
+    assert!(orders::orders(&db.pool, &OrderFilter::default(), largest)
+        .await
+        .is_ok());
+}
+
+// ---------------------------------------------------------------------------------------
+// Batch loaders
+
+#[tokio::test]
+async fn lines_timelines_and_summaries_of_many_orders_are_read_at_once() {
+    let db = migrated().await;
+    let shop = three_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let never_placed = order_id(99);
+    let ids = [order_id(3), never_placed, order_id(1), order_id(2)];
+
+    let summaries = orders::orders_by_ids(&db.pool, &ids).await.unwrap();
+    let lines = orders::lines_for_orders(&db.pool, &ids).await.unwrap();
+    let timelines = orders::timelines_for_orders(&db.pool, &ids).await.unwrap();
+
+    for id in [order_id(1), order_id(2), order_id(3)] {
+        let detail = orders::order(&db.pool, id).await.unwrap().unwrap();
+        assert_eq!(summaries.get(&id), Some(&detail.summary), "{id}");
+        assert_eq!(lines.get(&id), Some(&detail.lines), "{id}");
+        assert_eq!(timelines.get(&id), Some(&detail.timeline), "{id}");
+    }
+    assert_eq!((summaries.len(), lines.len(), timelines.len()), (3, 3, 3));
+    // By hand: order 1's two lines in the order placed, order 2's five transitions.
+    let skus: Vec<&str> = lines[&order_id(1)].iter().map(|l| l.sku.as_str()).collect();
+    assert_eq!(skus, vec!["MUG-01", "TS-M"]);
+    let statuses: Vec<OrderStatus> = timelines[&order_id(2)].iter().map(|c| c.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            OrderStatus::Placed,
+            OrderStatus::StockReserved,
+            OrderStatus::PaymentAuthorised,
+            OrderStatus::Cancelled,
+            OrderStatus::Refunded,
+        ]
     );
-    let result = orders::orders(&db.pool, &OrderFilter::default(), 101, None).await;
-    assert!(
-        matches!(result, Err(QueryError::PageTooLarge(101))),
-        "{result:?}"
-    );
+    assert_eq!(summaries[&order_id(3)].status, OrderStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn no_orders_asked_for_or_none_known_give_empty_maps() {
+    let db = migrated().await;
+    let shop = three_orders();
+    apply_directly(&db.pool, &OrdersProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let unknown = [order_id(98), order_id(99)];
+
+    for ids in [&[][..], &unknown[..]] {
+        assert!(orders::orders_by_ids(&db.pool, ids)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(orders::lines_for_orders(&db.pool, ids)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(orders::timelines_for_orders(&db.pool, ids)
+            .await
+            .unwrap()
+            .is_empty());
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -250,6 +250,45 @@ async fn an_orders_payments_include_the_declined_attempt_and_add_up() {
 }
 
 #[tokio::test]
+async fn the_payments_of_many_orders_are_read_at_once_with_their_operations() {
+    let db = migrated().await;
+    let shop = payment_history();
+    apply_directly(&db.pool, &PaymentsProjection, &deliveries(&shop.log))
+        .await
+        .unwrap();
+    let without_payment = order_id(8);
+    let ids = [order_id(3), without_payment, order_id(1), order_id(2)];
+
+    let by_order = payments::payments_for_orders(&db.pool, &ids).await.unwrap();
+
+    assert_eq!(by_order.len(), 3);
+    for id in [order_id(1), order_id(2), order_id(3)] {
+        let one_by_one = payments::payments_for_order(&db.pool, id).await.unwrap();
+        assert_eq!(by_order.get(&id), Some(&one_by_one), "{id}");
+    }
+    // By hand: order 1's declined attempt, then the payment refunded twice.
+    let order_1: Vec<(PaymentId, usize)> = by_order[&order_id(1)]
+        .iter()
+        .map(|p| (p.id, p.operations.len()))
+        .collect();
+    assert_eq!(order_1, vec![(payment_id(1), 1), (payment_id(2), 4)]);
+    let order_3 = &by_order[&order_id(3)];
+    let kinds: Vec<OperationKind> = order_3[0].operations.iter().map(|o| o.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            OperationKind::Authorisation,
+            OperationKind::Capture,
+            OperationKind::Refund
+        ]
+    );
+    assert!(payments::payments_for_orders(&db.pool, &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
 async fn one_batch_one_by_one_in_chunks_and_replayed_give_the_same_rows() {
     let shop = payment_history();
     let [expected, single, chunked] =

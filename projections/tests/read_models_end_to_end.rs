@@ -26,6 +26,7 @@ use projections::catalog::{ProductFilter, ProductSort};
 use projections::dead_letters::{self, DeadLetterFilter};
 use projections::notifications::NotificationKind;
 use projections::orders::{OrderFilter, PaymentState};
+use projections::page::PageRequest;
 use projections::payments::PaymentStatus;
 use projections::runtime::{consumer_filter, rebuild, Projector, ProjectorConfig, RebuildOptions};
 use projections::Projection;
@@ -1152,9 +1153,15 @@ async fn assert_catalog(pool: &PgPool, expected: &Expected) {
         published_only: true,
         ..ProductFilter::default()
     };
-    let page = projections::catalog::products(pool, &filter, ProductSort::Name, false, 100, None)
-        .await
-        .unwrap();
+    let page = projections::catalog::products(
+        pool,
+        &filter,
+        ProductSort::Name,
+        false,
+        PageRequest::first(100),
+    )
+    .await
+    .unwrap();
     let mut names: Vec<String> = expected
         .products
         .values()
@@ -1162,19 +1169,25 @@ async fn assert_catalog(pool: &PgPool, expected: &Expected) {
         .map(|p| p.name.clone())
         .collect();
     names.sort_by_key(|name| name.to_lowercase());
-    let listed: Vec<String> = page.items.iter().map(|p| p.name.clone()).collect();
+    let listed: Vec<String> = page.nodes().map(|p| p.name.clone()).collect();
     assert_eq!(listed, names);
     assert_eq!(page.total_count, Some(names.len() as i64));
     let filter = ProductFilter {
         search: Some("mug".to_owned()),
         ..ProductFilter::default()
     };
-    let found =
-        projections::catalog::products(pool, &filter, ProductSort::Relevance, false, 10, None)
-            .await
-            .unwrap();
-    assert_eq!(found.items.len(), 1);
-    assert_eq!(found.items[0].name, "Ceramic mug");
+    let found = projections::catalog::products(
+        pool,
+        &filter,
+        ProductSort::Relevance,
+        false,
+        PageRequest::first(10),
+    )
+    .await
+    .unwrap();
+    let found = found.into_nodes();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name, "Ceramic mug");
 }
 
 async fn assert_inventory(pool: &PgPool, expected: &Expected) {
@@ -1188,7 +1201,7 @@ async fn assert_inventory(pool: &PgPool, expected: &Expected) {
             (stock.on_hand, stock.reserved(), stock.available()),
             "stock of {sku_text}"
         );
-        let movements = projections::inventory::movements(pool, sku_text, 100, None)
+        let movements = projections::inventory::movements(pool, sku_text, PageRequest::first(100))
             .await
             .unwrap();
         assert_eq!(
@@ -1196,8 +1209,8 @@ async fn assert_inventory(pool: &PgPool, expected: &Expected) {
             Some(stock.movements),
             "movements of {sku_text}"
         );
-        let on_hand: i64 = movements.items.iter().map(|m| m.on_hand_change).sum();
-        let reserved: i64 = movements.items.iter().map(|m| m.reserved_change).sum();
+        let on_hand: i64 = movements.nodes().map(|m| m.on_hand_change).sum();
+        let reserved: i64 = movements.nodes().map(|m| m.reserved_change).sum();
         assert_eq!(
             (on_hand, reserved),
             (stock.on_hand, stock.reserved()),
@@ -1263,15 +1276,15 @@ async fn assert_orders(pool: &PgPool, expected: &Expected) {
             .collect();
         mine.sort();
         mine.reverse();
-        let page = projections::orders::customer_orders(pool, customer, 100, None)
+        let page = projections::orders::customer_orders(pool, customer, PageRequest::first(100))
             .await
             .unwrap();
-        let listed: Vec<OrderId> = page.items.iter().map(|o| o.id).collect();
+        let listed: Vec<OrderId> = page.nodes().map(|o| o.id).collect();
         let expected_ids: Vec<OrderId> = mine.into_iter().map(|(_, id)| id).collect();
         assert_eq!(listed, expected_ids, "orders of customer {customer}");
     }
 
-    let all = projections::orders::orders(pool, &OrderFilter::default(), 100, None)
+    let all = projections::orders::orders(pool, &OrderFilter::default(), PageRequest::first(100))
         .await
         .unwrap();
     assert_eq!(all.total_count, Some(expected.orders.len() as i64));
@@ -1279,7 +1292,7 @@ async fn assert_orders(pool: &PgPool, expected: &Expected) {
         status: Some(OrderStatus::Cancelled),
         ..OrderFilter::default()
     };
-    let page = projections::orders::orders(pool, &cancelled, 100, None)
+    let page = projections::orders::orders(pool, &cancelled, PageRequest::first(100))
         .await
         .unwrap();
     let expected_cancelled = expected

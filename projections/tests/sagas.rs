@@ -20,7 +20,7 @@ use infra_nats::{
     CommandBus, ConflictPolicy, EventStoreConfig, JetStreamEventStore, RecordedCommit,
     StreamSettings,
 };
-use projections::page::QueryError;
+use projections::page::{PageRequest, QueryError};
 use projections::runtime::{apply_directly, Projector, ProjectorConfig};
 use projections::sagas::{
     self, SagaFilter, SagaPhase, SagaState, SagaSummary, SagaTimelineEntry, SagasProjection,
@@ -472,10 +472,12 @@ fn sagas_in_every_state() -> Sagas {
 }
 
 async fn listed(pool: &sqlx::PgPool, filter: &SagaFilter) -> Vec<SagaSummary> {
-    let page = sagas::list(pool, filter, 100, None).await.unwrap();
+    let page = sagas::list(pool, filter, PageRequest::first(100))
+        .await
+        .unwrap();
     assert!(!page.has_next_page);
-    assert_eq!(page.total_count, Some(page.items.len() as i64));
-    page.items
+    assert_eq!(page.total_count, Some(page.edges.len() as i64));
+    page.into_nodes()
 }
 
 #[tokio::test]
@@ -549,26 +551,63 @@ async fn pages_follow_each_other_without_gaps_or_repeats() {
     let mut after: Option<String> = None;
     let mut pages = Vec::new();
     loop {
-        let page = sagas::list(&db.pool, &filter, 3, after.as_deref())
-            .await
-            .unwrap();
+        let request = PageRequest::Forward {
+            first: 3,
+            after: after.as_deref(),
+        };
+        let page = sagas::list(&db.pool, &filter, request).await.unwrap();
         assert_eq!(page.total_count, Some(7));
-        pages.push((page.items.len(), page.has_next_page));
-        seen.extend(page.items.iter().map(|s| (s.updated_at, s.saga_id)));
+        assert_eq!(page.has_previous_page, after.is_some());
+        pages.push((page.edges.len(), page.has_next_page));
+        seen.extend(page.nodes().map(|s| (s.updated_at, s.saga_id)));
         if !page.has_next_page {
             break;
         }
-        after = page.end_cursor;
+        after = page.end_cursor().map(str::to_owned);
     }
     assert_eq!(pages, vec![(3, true), (3, true), (1, false)]);
     assert_eq!(seen, expected);
 
+    // From the end backward, with `last/before`: the same sagas, pages in list order.
+    let mut seen_backward = Vec::new();
+    let mut before: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let request = PageRequest::Backward {
+            last: 3,
+            before: before.as_deref(),
+        };
+        let page = sagas::list(&db.pool, &filter, request).await.unwrap();
+        assert_eq!(page.has_next_page, before.is_some());
+        pages.push((page.edges.len(), page.has_previous_page));
+        let mut earlier: Vec<_> = page.nodes().map(|s| (s.updated_at, s.saga_id)).collect();
+        earlier.append(&mut seen_backward);
+        seen_backward = earlier;
+        if !page.has_previous_page {
+            break;
+        }
+        before = page.start_cursor().map(str::to_owned);
+    }
+    assert_eq!(pages, vec![(3, true), (3, true), (1, false)]);
+    assert_eq!(seen_backward, expected);
+
+    for garbage in [
+        PageRequest::Forward {
+            first: 3,
+            after: Some("not a cursor"),
+        },
+        PageRequest::Backward {
+            last: 3,
+            before: Some("not a cursor"),
+        },
+    ] {
+        assert!(matches!(
+            sagas::list(&db.pool, &filter, garbage).await,
+            Err(QueryError::InvalidCursor)
+        ));
+    }
     assert!(matches!(
-        sagas::list(&db.pool, &filter, 3, Some("not a cursor")).await,
-        Err(QueryError::InvalidCursor)
-    ));
-    assert!(matches!(
-        sagas::list(&db.pool, &filter, 101, None).await,
+        sagas::list(&db.pool, &filter, PageRequest::first(101)).await,
         Err(QueryError::PageTooLarge(101))
     ));
 }

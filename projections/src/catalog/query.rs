@@ -1,5 +1,7 @@
 //! Reads of the live catalog model, for the API.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use domain::{Currency, Money, ProductId};
 use serde::{Deserialize, Serialize};
@@ -7,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::page::{decode_cursor, encode_cursor, limit_with_lookahead, Page, QueryError};
+use crate::page::{encode_cursor, Edge, Page, PageRequest, QueryError};
 
 /// Which products a listing holds; every field left empty matches all of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,11 +159,14 @@ const AVAILABILITY: &str = "CROSS JOIN LATERAL (
 ) st";
 
 /// A page of the products matching `filter`, in `sort` order (turned around with
-/// `reverse`), `first` (at most 100) after the cursor `after`, with the count of all
-/// matching products.
+/// `reverse`): the page `page` asks for (at most 100), each product with its cursor,
+/// with the count of all matching products.
+///
+/// Going backward reads the same list from the other end: the cursors of either
+/// direction work in both.
 ///
 /// # Errors
-/// [`QueryError::PageTooLarge`] for `first` above 100, [`QueryError::InvalidArgument`]
+/// [`QueryError::PageTooLarge`] for a page above 100, [`QueryError::InvalidArgument`]
 /// for [`ProductSort::Relevance`] without a search, [`QueryError::InvalidCursor`] for a
 /// cursor this function did not issue for `sort`, [`QueryError::Database`].
 pub async fn products(
@@ -169,12 +174,9 @@ pub async fn products(
     filter: &ProductFilter,
     sort: ProductSort,
     reverse: bool,
-    first: u32,
-    after: Option<&str>,
+    page: PageRequest<'_>,
 ) -> Result<Page<ProductSummary>, QueryError> {
-    // A u32 fits a usize on every target this builds for.
-    let first = first as usize;
-    let limit = limit_with_lookahead(first)?;
+    let mut scan = page.scan::<ProductCursor>(sort.descending() != reverse)?;
     let search = filter
         .search
         .as_deref()
@@ -185,8 +187,6 @@ pub async fn products(
             "sorting by relevance needs a search".to_owned(),
         ));
     }
-    let after = after.map(decode_cursor::<ProductCursor>).transpose()?;
-    let descending = sort.descending() != reverse;
 
     let mut sql = QueryBuilder::new(format!(
         "SELECT p.product_id, p.name, p.category, p.currency, p.price_minor, p.published,
@@ -194,13 +194,13 @@ pub async fn products(
         sort.key()
     ));
     push_from_where(&mut sql, filter, search, true);
-    if let Some(after) = after {
+    if let Some(cursor) = scan.cursor.take() {
         sql.push(format!(
             " AND ({}, p.product_id) {} (",
             sort.key(),
-            if descending { "<" } else { ">" }
+            scan.comparison()
         ));
-        match (sort, after) {
+        match (sort, cursor) {
             (ProductSort::Relevance, ProductCursor::Relevance(rank, id)) => {
                 sql.push_bind(rank).push("::real, ").push_bind(id)
             }
@@ -217,19 +217,19 @@ pub async fn products(
         };
         sql.push(")");
     }
-    let direction = if descending { "DESC" } else { "ASC" };
+    let direction = scan.direction();
     sql.push(format!(
         " ORDER BY {} {direction}, p.product_id {direction} LIMIT ",
         sort.key()
     ))
-    .push_bind(limit);
+    .push_bind(scan.limit);
     let rows = sql.build().fetch_all(pool).await?;
-    let items = rows
+    let edges = rows
         .iter()
         .map(|row| {
-            let summary = summary_from(row)?;
-            let cursor = sort.cursor_of(row, summary.id.as_uuid())?;
-            Ok((summary, encode_cursor(&cursor)))
+            let node = summary_from(row)?;
+            let cursor = encode_cursor(&sort.cursor_of(row, node.id.as_uuid())?);
+            Ok(Edge { cursor, node })
         })
         .collect::<Result<Vec<_>, QueryError>>()?;
 
@@ -237,15 +237,7 @@ pub async fn products(
     push_from_where(&mut count, filter, search, filter.in_stock);
     let total_count: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
-    let page = Page::from_lookahead(items, first, Some(total_count), |(_, cursor)| {
-        cursor.clone()
-    });
-    Ok(Page {
-        items: page.items.into_iter().map(|(summary, _)| summary).collect(),
-        has_next_page: page.has_next_page,
-        end_cursor: page.end_cursor,
-        total_count: page.total_count,
-    })
+    Ok(Page::from_lookahead_edges(edges, page, Some(total_count)))
 }
 
 /// Appends the `FROM` and `WHERE` of a listing: products `p`, the search query `q` when
@@ -303,27 +295,16 @@ pub async fn product(pool: &PgPool, id: ProductId) -> Result<Option<ProductDetai
         return Ok(None);
     };
     let currency = currency_from(&row)?;
-    let variants = sqlx::query(
-        "SELECT v.sku, v.name, v.price_minor, v.retired,
-                COALESCE(GREATEST(s.on_hand - s.reserved, 0), 0) AS available
-         FROM catalog.variants v
-         LEFT JOIN catalog.sku_stock s ON s.sku = v.sku
+    let variants = sqlx::query(&format!(
+        "SELECT {VARIANT_COLUMNS} {VARIANTS_WITH_STOCK}
          WHERE v.product_id = $1
-         ORDER BY v.ordinal",
-    )
+         ORDER BY v.ordinal"
+    ))
     .bind(id.as_uuid())
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|row| {
-        Ok(VariantDetail {
-            sku: row.try_get("sku")?,
-            name: row.try_get("name")?,
-            price: Money::new(row.try_get("price_minor")?, currency),
-            retired: row.try_get("retired")?,
-            available: row.try_get("available")?,
-        })
-    })
+    .map(|row| variant_from(row, currency))
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(Some(ProductDetail {
         id,
@@ -346,6 +327,62 @@ pub async fn product(pool: &PgPool, id: ProductId) -> Result<Option<ProductDetai
     }))
 }
 
+/// The variants of each of `ids`, retired ones included, in the order they were added,
+/// in one query: the loader behind the variants of a page of products. A product the
+/// catalog does not know has no entry.
+///
+/// # Errors
+/// [`QueryError::Database`] when PostgreSQL fails or holds an invalid currency.
+pub async fn variants_for_products(
+    pool: &PgPool,
+    ids: &[ProductId],
+) -> Result<HashMap<ProductId, Vec<VariantDetail>>, QueryError> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let rows = sqlx::query(&format!(
+        "SELECT v.product_id, p.currency, {VARIANT_COLUMNS} {VARIANTS_WITH_STOCK}
+         JOIN catalog.products p ON p.product_id = v.product_id
+         WHERE v.product_id = ANY($1)
+         ORDER BY v.product_id, v.ordinal"
+    ))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut variants: HashMap<ProductId, Vec<VariantDetail>> = HashMap::new();
+    for row in &rows {
+        let variant = variant_from(row, currency_from(row)?)?;
+        let product_id = ProductId(row.try_get("product_id")?);
+        variants.entry(product_id).or_default().push(variant);
+    }
+    Ok(variants)
+}
+
+/// The product and the variant of each of `skus`, retired variants included, in one
+/// query: the loader behind items that name a SKU, such as order lines. A SKU no
+/// product of the catalog has has no entry.
+///
+/// # Errors
+/// [`QueryError::Database`] when PostgreSQL fails or holds an invalid currency.
+pub async fn variants_by_sku(
+    pool: &PgPool,
+    skus: &[String],
+) -> Result<HashMap<String, (ProductId, VariantDetail)>, QueryError> {
+    let rows = sqlx::query(&format!(
+        "SELECT v.product_id, p.currency, {VARIANT_COLUMNS} {VARIANTS_WITH_STOCK}
+         JOIN catalog.products p ON p.product_id = v.product_id
+         WHERE v.sku = ANY($1)"
+    ))
+    .bind(skus)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let variant = variant_from(row, currency_from(row)?)?;
+            let product_id = ProductId(row.try_get("product_id")?);
+            Ok((variant.sku.clone(), (product_id, variant)))
+        })
+        .collect()
+}
+
 /// The categories holding published products, by name, with how many each holds.
 ///
 /// # Errors
@@ -366,6 +403,25 @@ pub async fn categories(pool: &PgPool) -> Result<Vec<CategoryCount>, QueryError>
             })
         })
         .collect()
+}
+
+/// The columns of a [`VariantDetail`], over [`VARIANTS_WITH_STOCK`].
+const VARIANT_COLUMNS: &str = "v.sku, v.name, v.price_minor, v.retired,
+    COALESCE(GREATEST(s.on_hand - s.reserved, 0), 0) AS available";
+
+/// Variants `v` with their stock `s`, if any was booked.
+const VARIANTS_WITH_STOCK: &str =
+    "FROM catalog.variants v LEFT JOIN catalog.sku_stock s ON s.sku = v.sku";
+
+/// A variant from the [`VARIANT_COLUMNS`] of a row, priced in its product's `currency`.
+fn variant_from(row: &PgRow, currency: Currency) -> Result<VariantDetail, sqlx::Error> {
+    Ok(VariantDetail {
+        sku: row.try_get("sku")?,
+        name: row.try_get("name")?,
+        price: Money::new(row.try_get("price_minor")?, currency),
+        retired: row.try_get("retired")?,
+        available: row.try_get("available")?,
+    })
 }
 
 fn summary_from(row: &PgRow) -> Result<ProductSummary, QueryError> {

@@ -7,7 +7,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::MovementKind;
-use crate::page::{decode_cursor, encode_cursor, limit_with_lookahead, Page, QueryError};
+use crate::page::{encode_cursor, Page, PageRequest, QueryError};
 
 /// The stock of one SKU.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -83,35 +83,35 @@ pub async fn stock_levels(pool: &PgPool, skus: &[String]) -> Result<Vec<StockLev
     rows.iter().map(stock_level_from).collect()
 }
 
-/// The movements of `sku`, newest first, `first` (at most 100) after the cursor `after`.
+/// The movements of `sku`, newest first (by stream position, then index in the commit):
+/// the page `page` asks for (at most 100), each movement with its cursor, with the
+/// number of the SKU's movements.
 ///
 /// # Errors
-/// [`QueryError::PageTooLarge`] for `first` above 100, [`QueryError::InvalidCursor`]
-/// for a cursor this function did not issue, [`QueryError::Database`].
+/// [`QueryError::PageTooLarge`] for a page above 100, [`QueryError::InvalidCursor`] for a
+/// cursor this function did not issue, [`QueryError::Database`].
 pub async fn movements(
     pool: &PgPool,
     sku: &str,
-    first: u32,
-    after: Option<&str>,
+    page: PageRequest<'_>,
 ) -> Result<Page<Movement>, QueryError> {
-    // A u32 fits a usize on every target this builds for.
-    let first = first as usize;
-    let limit = limit_with_lookahead(first)?;
-    let after: Option<(i64, i32)> = after.map(decode_cursor).transpose()?;
-    let (after_position, after_index) = after.unzip();
-    let rows = sqlx::query(
+    let scan = page.scan::<(i64, i32)>(true)?;
+    let (cursor_position, cursor_index) = scan.cursor.unzip();
+    // Both words come from `scan`, never from the caller.
+    let (comparison, direction) = (scan.comparison(), scan.direction());
+    let rows = sqlx::query(&format!(
         "SELECT sku, kind, quantity, on_hand_change, reserved_change, order_id, reference,
                 reason, occurred_at, position, event_index
          FROM inventory.movements
          WHERE sku = $1
-           AND ($2::bigint IS NULL OR (position, event_index) < ($2, $3::integer))
-         ORDER BY position DESC, event_index DESC
-         LIMIT $4",
-    )
+           AND ($2::bigint IS NULL OR (position, event_index) {comparison} ($2, $3::integer))
+         ORDER BY position {direction}, event_index {direction}
+         LIMIT $4"
+    ))
     .bind(sku)
-    .bind(after_position)
-    .bind(after_index)
-    .bind(limit)
+    .bind(cursor_position)
+    .bind(cursor_index)
+    .bind(scan.limit)
     .fetch_all(pool)
     .await?;
     let items = rows
@@ -123,7 +123,7 @@ pub async fn movements(
             .bind(sku)
             .fetch_one(pool)
             .await?;
-    Ok(Page::from_lookahead(items, first, Some(total_count), |m| {
+    Ok(Page::from_lookahead(items, page, Some(total_count), |m| {
         encode_cursor(&(m.position, m.event_index))
     }))
 }

@@ -15,7 +15,9 @@
 //! for names, since a read model reads nothing outside its own schema.
 //!
 //! The query functions ([`order`], [`customer_orders`], [`orders`]) read the live schema
-//! for the API, with keyset pagination ([`Page`](crate::page::Page)).
+//! for the API, with keyset pagination ([`Page`](crate::page::Page)); the batch loaders
+//! ([`orders_by_ids`], [`lines_for_orders`], [`timelines_for_orders`]) read what a page
+//! of orders needs in one query each.
 
 mod projection;
 pub(crate) mod query;
@@ -27,8 +29,9 @@ use domain::order::OrderStatus;
 
 pub use projection::OrdersProjection;
 pub use query::{
-    customer_orders, order, orders, Cancellation, OrderDetail, OrderFilter, OrderLineView,
-    OrderSummary, Refund, Shipping, StatusChange,
+    customer_orders, lines_for_orders, order, orders, orders_by_ids, timelines_for_orders,
+    Cancellation, OrderDetail, OrderFilter, OrderLineView, OrderSummary, Refund, Shipping,
+    StatusChange,
 };
 
 /// What became of the payment of an order, from whichever events say so.

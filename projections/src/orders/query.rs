@@ -1,5 +1,6 @@
 //! What the API reads from the orders read model (the live `orders` schema).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{parse_order_status, PaymentState};
-use crate::page::{decode_cursor, encode_cursor, limit_with_lookahead, Page, QueryError};
+use crate::page::{encode_cursor, Page, PageRequest, QueryError};
 
 /// An order as listed: who, how much, where it stands.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -30,7 +31,7 @@ pub struct OrderSummary {
 }
 
 impl OrderSummary {
-    /// The opaque cursor pointing just after this order in a newest-first list.
+    /// The opaque cursor of this order in a newest-first list (the cursor of its edge).
     pub fn cursor(&self) -> String {
         encode_cursor(&(self.placed_at, self.id.as_uuid()))
     }
@@ -231,12 +232,7 @@ pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sq
         lines: lines
             .into_iter()
             .map(|(sku, quantity, unit_price, line_total, currency)| {
-                Ok(OrderLineView {
-                    sku,
-                    quantity,
-                    unit_price: money(unit_price, &currency)?,
-                    line_total: money(line_total, &currency)?,
-                })
+                line_view(sku, quantity, unit_price, line_total, &currency)
             })
             .collect::<Result<_, sqlx::Error>>()?,
         shipping,
@@ -244,75 +240,70 @@ pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sq
         refund,
         timeline: timeline
             .into_iter()
-            .map(|(status, at, reason, position)| {
-                Ok(StatusChange {
-                    status: parse_order_status(&status).map_err(decode_error)?,
-                    at,
-                    reason,
-                    position,
-                })
-            })
+            .map(|(status, at, reason, position)| status_change(&status, at, reason, position))
             .collect::<Result<_, sqlx::Error>>()?,
     }))
 }
 
-/// A customer's orders, newest first (by `placed_at`, then id), `first` at a time after
-/// the cursor `after`.
+/// A customer's orders, newest first (by `placed_at`, then id): the page `page` asks for,
+/// each order with its cursor, without a total count.
 ///
 /// # Errors
 /// [`QueryError::InvalidCursor`], [`QueryError::PageTooLarge`], or a database error.
 pub async fn customer_orders(
     pool: &PgPool,
     customer_id: CustomerId,
-    first: usize,
-    after: Option<&str>,
+    page: PageRequest<'_>,
 ) -> Result<Page<OrderSummary>, QueryError> {
     let filter = OrderFilter {
         customer_id: Some(customer_id),
         ..OrderFilter::default()
     };
-    list(pool, &filter, first, after, false).await
+    list(pool, &filter, page, false).await
 }
 
-/// The orders matching `filter`, newest first (by `placed_at`, then id), `first` at a
-/// time after the cursor `after`, with the number of matching orders.
+/// The orders matching `filter`, newest first (by `placed_at`, then id): the page `page`
+/// asks for, each order with its cursor, with the number of matching orders.
 ///
 /// # Errors
 /// [`QueryError::InvalidCursor`], [`QueryError::PageTooLarge`], or a database error.
 pub async fn orders(
     pool: &PgPool,
     filter: &OrderFilter,
-    first: usize,
-    after: Option<&str>,
+    page: PageRequest<'_>,
 ) -> Result<Page<OrderSummary>, QueryError> {
-    list(pool, filter, first, after, true).await
+    list(pool, filter, page, true).await
 }
 
 async fn list(
     pool: &PgPool,
     filter: &OrderFilter,
-    first: usize,
-    after: Option<&str>,
+    page: PageRequest<'_>,
     count: bool,
 ) -> Result<Page<OrderSummary>, QueryError> {
-    let limit = limit_with_lookahead(first)?;
-    let after: Option<(DateTime<Utc>, Uuid)> = after.map(decode_cursor).transpose()?;
+    let scan = page.scan::<(DateTime<Utc>, Uuid)>(true)?;
 
     let mut query = QueryBuilder::<Postgres>::new(format!(
         "SELECT {SUMMARY_COLUMNS} FROM orders.orders WHERE true"
     ));
     push_filter(&mut query, filter);
-    if let Some((placed_at, order_id)) = after {
+    if let Some((placed_at, order_id)) = scan.cursor {
         query
-            .push(" AND (placed_at, order_id) < (")
+            .push(format!(
+                " AND (placed_at, order_id) {} (",
+                scan.comparison()
+            ))
             .push_bind(placed_at)
             .push(", ")
             .push_bind(order_id)
             .push(")");
     }
+    let direction = scan.direction();
     query
-        .push(" ORDER BY placed_at DESC, order_id DESC LIMIT ")
-        .push_bind(limit);
+        .push(format!(
+            " ORDER BY placed_at {direction}, order_id {direction} LIMIT "
+        ))
+        .push_bind(scan.limit);
     let records: Vec<SummaryRecord> = query.build_query_as().fetch_all(pool).await?;
     let items = records
         .into_iter()
@@ -330,10 +321,133 @@ async fn list(
     };
     Ok(Page::from_lookahead(
         items,
-        first,
+        page,
         total_count,
         OrderSummary::cursor,
     ))
+}
+
+/// The orders of `ids` that the read model knows, by id, in one query: the loader behind
+/// a page of items that each name an order.
+///
+/// # Errors
+/// When PostgreSQL fails or holds a value this code cannot read.
+pub async fn orders_by_ids(
+    pool: &PgPool,
+    ids: &[OrderId],
+) -> Result<HashMap<OrderId, OrderSummary>, sqlx::Error> {
+    let records: Vec<SummaryRecord> = sqlx::query_as(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM orders.orders WHERE order_id = ANY($1)"
+    ))
+    .bind(uuids(ids))
+    .fetch_all(pool)
+    .await?;
+    records
+        .into_iter()
+        .map(|record| {
+            let summary = OrderSummary::try_from(record)?;
+            Ok((summary.id, summary))
+        })
+        .collect()
+}
+
+/// The lines of each of `ids`, as placed (in line order), in one query: the loader behind
+/// the lines of a page of orders. An order the read model does not know has no entry.
+///
+/// # Errors
+/// When PostgreSQL fails or holds a value this code cannot read.
+pub async fn lines_for_orders(
+    pool: &PgPool,
+    ids: &[OrderId],
+) -> Result<HashMap<OrderId, Vec<OrderLineView>>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, i64, i64, i64, String)> = sqlx::query_as(
+        "SELECT order_id, sku, quantity, unit_price_minor, line_total_minor, currency \
+         FROM orders.order_lines WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+    )
+    .bind(uuids(ids))
+    .fetch_all(pool)
+    .await?;
+    let mut lines: HashMap<OrderId, Vec<OrderLineView>> = HashMap::new();
+    for (order_id, sku, quantity, unit_price, line_total, currency) in rows {
+        let line = line_view(sku, quantity, unit_price, line_total, &currency)?;
+        lines.entry(OrderId(order_id)).or_default().push(line);
+    }
+    Ok(lines)
+}
+
+/// The status transitions of each of `ids`, oldest first, in one query: the loader behind
+/// the timelines of a page of orders. An order the read model does not know has no
+/// entry.
+///
+/// # Errors
+/// When PostgreSQL fails or holds a value this code cannot read.
+pub async fn timelines_for_orders(
+    pool: &PgPool,
+    ids: &[OrderId],
+) -> Result<HashMap<OrderId, Vec<StatusChange>>, sqlx::Error> {
+    let records: Vec<TimelineRecord> = sqlx::query_as(
+        "SELECT order_id, status, occurred_at, reason, position FROM orders.status_timeline \
+         WHERE order_id = ANY($1) ORDER BY order_id, position, event_index",
+    )
+    .bind(uuids(ids))
+    .fetch_all(pool)
+    .await?;
+    let mut timelines: HashMap<OrderId, Vec<StatusChange>> = HashMap::new();
+    for record in records {
+        let change = status_change(
+            &record.status,
+            record.occurred_at,
+            record.reason,
+            record.position,
+        )?;
+        timelines
+            .entry(OrderId(record.order_id))
+            .or_default()
+            .push(change);
+    }
+    Ok(timelines)
+}
+
+#[derive(sqlx::FromRow)]
+struct TimelineRecord {
+    order_id: Uuid,
+    status: String,
+    occurred_at: DateTime<Utc>,
+    reason: Option<String>,
+    position: i64,
+}
+
+fn uuids(ids: &[OrderId]) -> Vec<Uuid> {
+    ids.iter().map(|id| id.as_uuid()).collect()
+}
+
+fn line_view(
+    sku: String,
+    quantity: i64,
+    unit_price: i64,
+    line_total: i64,
+    currency: &str,
+) -> Result<OrderLineView, sqlx::Error> {
+    Ok(OrderLineView {
+        sku,
+        quantity,
+        unit_price: money(unit_price, currency)?,
+        line_total: money(line_total, currency)?,
+    })
+}
+
+fn status_change(
+    status: &str,
+    at: DateTime<Utc>,
+    reason: Option<String>,
+    position: i64,
+) -> Result<StatusChange, sqlx::Error> {
+    Ok(StatusChange {
+        status: parse_order_status(status).map_err(decode_error)?,
+        at,
+        reason,
+        position,
+    })
 }
 
 fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &OrderFilter) {

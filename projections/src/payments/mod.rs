@@ -22,8 +22,8 @@ use std::str::FromStr;
 
 pub use projection::PaymentsProjection;
 pub use query::{
-    order_payment_totals, payment, payments_for_order, OrderPaymentTotals, PaymentOperation,
-    PaymentView,
+    order_payment_totals, payment, payments_for_order, payments_for_orders, OrderPaymentTotals,
+    PaymentOperation, PaymentView,
 };
 
 use crate::orders::UnknownState;

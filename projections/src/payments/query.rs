@@ -128,6 +128,31 @@ pub async fn payments_for_order(
     with_operations(pool, records).await
 }
 
+/// The payments of each of `order_ids` (attempts included), oldest first, with their
+/// operations, in two queries whatever the number of orders: the loader behind the
+/// payments of a page of orders. An order without a payment has no entry.
+///
+/// # Errors
+/// When PostgreSQL fails or holds a value this code cannot read.
+pub async fn payments_for_orders(
+    pool: &PgPool,
+    order_ids: &[OrderId],
+) -> Result<HashMap<OrderId, Vec<PaymentView>>, sqlx::Error> {
+    let ids: Vec<Uuid> = order_ids.iter().map(|id| id.as_uuid()).collect();
+    let records: Vec<PaymentRecord> = sqlx::query_as(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments.payments WHERE order_id = ANY($1) \
+         ORDER BY order_id, created_at, payment_id"
+    ))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut payments: HashMap<OrderId, Vec<PaymentView>> = HashMap::new();
+    for view in with_operations(pool, records).await? {
+        payments.entry(view.order_id).or_default().push(view);
+    }
+    Ok(payments)
+}
+
 /// The totals of an order's payments, one entry per currency (normally exactly one; none
 /// when the order has no payment).
 ///

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{parse_canceller, parse_owner, SagaPhase, SagaState};
 use crate::orders::query::{decode_error, money};
-use crate::page::{decode_cursor, encode_cursor, limit_with_lookahead, Page, QueryError};
+use crate::page::{encode_cursor, Page, PageRequest, QueryError};
 
 /// How long a compensating saga may go without an event before it counts as
 /// [`SagaState::StuckPastDeadline`]: compensation has no deadline of its own, but each
@@ -57,7 +57,8 @@ pub struct SagaSummary {
 }
 
 impl SagaSummary {
-    /// The opaque cursor pointing just after this saga in a newest-first list.
+    /// The opaque cursor of this saga in a most-recently-changed-first list (the cursor
+    /// of its edge).
     pub fn cursor(&self) -> String {
         encode_cursor(&(self.updated_at, self.saga_id))
     }
@@ -148,8 +149,9 @@ impl TryFrom<SummaryRecord> for SagaSummary {
     }
 }
 
-/// The sagas matching `filter`, most recently changed first (by `updated_at`, then id),
-/// `first` at a time after the cursor `after`, with the number of matching sagas.
+/// The sagas matching `filter`, most recently changed first (by `updated_at`, then id):
+/// the page `page` asks for, each saga with its cursor, with the number of matching
+/// sagas.
 ///
 /// A saga that changes while an operator pages moves to the front of the list: it may
 /// then be missed by later pages or shown twice, as with any list sorted by a time that
@@ -160,27 +162,31 @@ impl TryFrom<SummaryRecord> for SagaSummary {
 pub async fn list(
     pool: &PgPool,
     filter: &SagaFilter,
-    first: usize,
-    after: Option<&str>,
+    page: PageRequest<'_>,
 ) -> Result<Page<SagaSummary>, QueryError> {
-    let limit = limit_with_lookahead(first)?;
-    let after: Option<(DateTime<Utc>, Uuid)> = after.map(decode_cursor).transpose()?;
+    let scan = page.scan::<(DateTime<Utc>, Uuid)>(true)?;
 
     let mut query = QueryBuilder::<Postgres>::new(format!(
         "SELECT {SUMMARY_COLUMNS} FROM sagas.instances WHERE true"
     ));
     push_filter(&mut query, filter);
-    if let Some((updated_at, saga_id)) = after {
+    if let Some((updated_at, saga_id)) = scan.cursor {
         query
-            .push(" AND (updated_at, saga_id) < (")
+            .push(format!(
+                " AND (updated_at, saga_id) {} (",
+                scan.comparison()
+            ))
             .push_bind(updated_at)
             .push(", ")
             .push_bind(saga_id)
             .push(")");
     }
+    let direction = scan.direction();
     query
-        .push(" ORDER BY updated_at DESC, saga_id DESC LIMIT ")
-        .push_bind(limit);
+        .push(format!(
+            " ORDER BY updated_at {direction}, saga_id {direction} LIMIT "
+        ))
+        .push_bind(scan.limit);
     let records: Vec<SummaryRecord> = query.build_query_as().fetch_all(pool).await?;
     let items = records
         .into_iter()
@@ -194,7 +200,7 @@ pub async fn list(
 
     Ok(Page::from_lookahead(
         items,
-        first,
+        page,
         Some(total),
         SagaSummary::cursor,
     ))
