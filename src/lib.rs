@@ -2,6 +2,7 @@
 //! (the composition root). `main.rs` only parses the command line and calls in here,
 //! so tests start the same application as production.
 
+pub mod api_role;
 pub mod projecting;
 pub mod saga_role;
 pub mod settings;
@@ -16,7 +17,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::info;
 
-pub use settings::{LogFormat, Settings};
+pub use settings::{ApiMode, ApiSettings, LogFormat, Settings};
 
 /// A built application: connected, provisioned, migrated and bound, not yet serving.
 pub struct Application {
@@ -27,23 +28,26 @@ pub struct Application {
 
 impl Application {
     /// Connects to NATS (refusing servers that are too old or lack JetStream), provisions
-    /// the stream and buckets, migrates PostgreSQL and binds the HTTP listener.
+    /// the stream and buckets, migrates PostgreSQL, builds the GraphQL API and binds the
+    /// HTTP listener.
     ///
     /// # Errors
-    /// Names the dependency that failed.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+    /// Names the dependency or setting that failed.
+    pub async fn build(settings: &Settings, api_settings: &ApiSettings) -> anyhow::Result<Self> {
+        // Installed before anything records, so every metric reaches `/metrics`.
+        let _ = api::metrics::prometheus();
         let nats = connect_nats(settings).await?;
         let db = connect_database(&settings.database_url).await?;
-        projections::migrate(&db)
-            .await
-            .context("migrating PostgreSQL")?;
+        migrate_all(&db).await?;
+        let graphql = api_role::graphql_router(settings, api_settings, &nats, &db).await?;
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
         let router = api::router(api::Dependencies {
             nats: nats.clone(),
             db,
-        });
+        })
+        .merge(graphql);
         Ok(Self {
             listener,
             router,
@@ -68,10 +72,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         info!(addr = %self.local_addr()?, "serving HTTP");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
         self.nats.drain().await.context("draining NATS")?;
         info!("stopped");
         Ok(())
@@ -123,10 +131,22 @@ pub async fn connect_database(database_url: &str) -> anyhow::Result<PgPool> {
 /// When PostgreSQL is unreachable or a migration fails.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db)
-        .await
-        .context("migrating PostgreSQL")?;
+    migrate_all(&db).await?;
     info!("migrations applied");
+    Ok(())
+}
+
+/// Applies the read models' and the API's migrations (they share `_sqlx_migrations`).
+///
+/// # Errors
+/// When a migration fails.
+pub async fn migrate_all(db: &PgPool) -> anyhow::Result<()> {
+    projections::migrate(db)
+        .await
+        .context("migrating the read models")?;
+    api::migrate(db)
+        .await
+        .context("migrating the API's tables")?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use projections::dead_letters::Action;
 use shopstream::projecting;
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
-use shopstream::{LogFormat, Settings};
+use shopstream::{ApiSettings, LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
 
 /// The saga and projector roles allocate many small, short-lived buffers per message;
@@ -25,8 +25,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect, provision the event store, migrate, and serve HTTP (/livez, /readyz).
-    Serve(Settings),
+    /// Connect, provision the event store, migrate, and serve HTTP: the GraphQL API
+    /// (/graphql, /graphql/ws), /livez, /readyz, /projections, /metrics.
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        api: ApiSettings,
+    },
+    /// Accounts: create one of any role (the first admin).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
+    Schema,
     /// Apply the PostgreSQL migrations and exit.
     Migrate(Settings),
     /// Run every projector (active, or hot standby behind another replica) and the
@@ -49,6 +60,24 @@ enum Command {
     /// Order sagas: list by state, show, resume, retry, compensate.
     #[command(subcommand)]
     Sagas(SagasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an account.
+    Create {
+        /// The email it signs in with.
+        #[arg(long)]
+        email: String,
+        /// Its password (at least 8 characters).
+        #[arg(long, env = "SHOPSTREAM_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// customer, admin, auditor or operator.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,11 +192,25 @@ struct DlqAction {
 }
 
 impl Command {
-    fn settings(&self) -> &Settings {
+    /// The log format to use; the default for commands without settings.
+    fn log_format(&self) -> LogFormat {
         match self {
-            Command::Serve(settings) | Command::Migrate(settings) | Command::Project(settings) => {
-                settings
-            }
+            Command::Schema => LogFormat::Text,
+            Command::Serve { settings, .. }
+            | Command::Accounts(AccountsCommand::Create { settings, .. })
+            | Command::Migrate(settings)
+            | Command::Project(settings) => settings.log_format,
+            other => other.settings().map_or(LogFormat::Text, |s| s.log_format),
+        }
+    }
+
+    fn settings(&self) -> Option<&Settings> {
+        Some(match self {
+            Command::Schema => return None,
+            Command::Serve { settings, .. }
+            | Command::Accounts(AccountsCommand::Create { settings, .. })
+            | Command::Migrate(settings)
+            | Command::Project(settings) => settings,
             Command::Projections(
                 ProjectionsCommand::Status { settings, .. }
                 | ProjectionsCommand::Rebuild { settings, .. },
@@ -186,18 +229,28 @@ impl Command {
                 | SagasCommand::Retry(SagaActionArgs { settings, .. })
                 | SagasCommand::Compensate(SagaActionArgs { settings, .. }),
             ) => settings,
-        }
+        })
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.command.settings().log_format);
+    init_tracing(cli.command.log_format());
     match cli.command {
-        Command::Serve(settings) => {
-            let app = shopstream::Application::build(&settings).await?;
+        Command::Serve { settings, api } => {
+            let app = shopstream::Application::build(&settings, &api).await?;
             app.run_until_stopped(shopstream::shutdown_signal()).await
+        }
+        Command::Accounts(AccountsCommand::Create {
+            email,
+            password,
+            role,
+            settings,
+        }) => shopstream::api_role::create_account(&settings, &email, &password, &role).await,
+        Command::Schema => {
+            print!("{}", api::graphql::sdl());
+            Ok(())
         }
         Command::Migrate(settings) => shopstream::migrate(&settings).await,
         Command::Project(settings) => {

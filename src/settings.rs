@@ -66,3 +66,79 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+/// How the API role serves GraphQL: tokens, limits, protection.
+#[derive(Debug, Clone, Args)]
+pub struct ApiSettings {
+    /// `production` turns off introspection, field suggestions and GraphiQL, and
+    /// requires `JWT_SECRET`; `development` allows all three and makes up a secret.
+    #[arg(long, env = "API_MODE", default_value = "development")]
+    pub api_mode: ApiMode,
+    /// HS256 key of the access tokens, at least 32 bytes; the same on every replica.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// The `iss` of access tokens.
+    #[arg(long, env = "JWT_ISSUER", default_value = "shopstream")]
+    pub jwt_issuer: String,
+    /// The `aud` of access tokens.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "shopstream-api")]
+    pub jwt_audience: String,
+    /// How long an access token lives.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+    /// How long a refresh token lives.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 12)]
+    pub graphql_max_depth: usize,
+    /// Most complexity points a query may cost.
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value_t = 2_500)]
+    pub graphql_max_complexity: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "GRAPHQL_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub graphql_max_body_bytes: usize,
+    /// Browser origins allowed by CORS, comma-separated; `*` for any.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Requests per second per client IP (0 turns the limit off).
+    #[arg(long, env = "RATE_LIMIT_IP_PER_SECOND", default_value_t = 200)]
+    pub rate_limit_ip_per_second: u32,
+    /// Burst per client IP.
+    #[arg(long, env = "RATE_LIMIT_IP_BURST", default_value_t = 400)]
+    pub rate_limit_ip_burst: u32,
+    /// Requests per second per signed-in user (0 turns the limit off).
+    #[arg(long, env = "RATE_LIMIT_USER_PER_SECOND", default_value_t = 50)]
+    pub rate_limit_user_per_second: u32,
+    /// Burst per signed-in user.
+    #[arg(long, env = "RATE_LIMIT_USER_BURST", default_value_t = 100)]
+    pub rate_limit_user_burst: u32,
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy that sets it).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// PostgreSQL statement timeout of the API's queries.
+    #[arg(long, env = "PG_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub pg_statement_timeout_ms: u64,
+    /// Longest wait of a read for a read model to reach `X-Min-Position`.
+    #[arg(long, env = "READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 5_000)]
+    pub read_your_writes_timeout_ms: u64,
+}
+
+/// Whether the API is tuned for developers or for the public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiMode {
+    Development,
+    Production,
+}
+
+impl ApiSettings {
+    /// The settings from the environment and defaults alone (for tests and tools).
+    pub fn from_env() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            api: ApiSettings,
+        }
+        <Only as clap::Parser>::parse_from(["shopstream"]).api
+    }
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use shopstream::{Application, LogFormat, Settings};
+use shopstream::{ApiSettings, Application, LogFormat, Settings};
 use testkit::{eventually, http_get, NatsServer, NatsServerOptions, TestDatabase};
 
 struct TestApp {
@@ -28,7 +28,9 @@ fn settings(nats: &NatsServer, db: &TestDatabase) -> Settings {
 async fn spawn_app() -> TestApp {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
-    let app = Application::build(&settings(&nats, &db)).await.unwrap();
+    let app = Application::build(&settings(&nats, &db), &ApiSettings::from_env())
+        .await
+        .unwrap();
     let addr = app.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
@@ -129,7 +131,7 @@ async fn a_server_without_jetstream_stops_start_up_with_a_clear_message() {
         ..Default::default()
     });
     let db = TestDatabase::create().await.unwrap();
-    let error = Application::build(&settings(&nats, &db))
+    let error = Application::build(&settings(&nats, &db), &ApiSettings::from_env())
         .await
         .err()
         .expect("start-up must fail");

@@ -1,5 +1,5 @@
 //! The HTTP face of shopstream: health and projector status, accounts and sessions,
-//! rate limits, and (later) the GraphQL API.
+//! rate limits, and the GraphQL API.
 //!
 //! A library: `router(..)` builds the axum router that the binary serves and tests call.
 //! It holds no state of its own beyond handles to NATS and PostgreSQL and in-memory rate
@@ -12,9 +12,14 @@
 //!   1001 so they share `_sqlx_migrations` with the projections' migrations.
 
 pub mod auth;
+pub mod commands;
+pub mod consistency;
+pub mod graphql;
 mod health;
 pub mod limits;
+pub mod metrics;
 mod projectors;
+pub mod storefront;
 
 pub use health::Dependencies;
 
@@ -48,5 +53,6 @@ pub fn router(dependencies: Dependencies) -> Router {
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/projections", get(projectors::projections))
+        .route("/metrics", get(metrics::render))
         .with_state(dependencies)
 }

@@ -10,6 +10,10 @@ use crate::projection::Projection;
 use crate::runtime::sink_conversions::to_u64;
 use crate::runtime::Projector;
 
+/// The PostgreSQL `NOTIFY` channel on which projectors announce each new position, as
+/// `<projector>:<position>`, when the transaction that reached it commits.
+pub const POSITIONS_CHANNEL: &str = "projector_positions";
+
 /// One projector's progress.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProjectorStatus {

@@ -536,6 +536,7 @@ impl Shop {
             payment_method: PaymentMethod::Card {
                 token: format!("tok_{n}"),
             },
+            shipping_address: None,
             placed_at,
         };
         self.expected.orders.insert(

@@ -11,6 +11,9 @@ use crate::payment::PaymentMethod;
 
 /// An event of the order aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Placement carries the whole order (lines, address); events are built once and
+// serialised, so the size of the other variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum OrderEvent {
     /// The customer placed the order.
     OrderPlaced {

@@ -148,7 +148,9 @@ impl Order {
 
     /// Where the order goes, when it was recorded.
     pub fn shipping_address(&self) -> Option<&ShippingAddress> {
-        self.placed.as_ref().and_then(|o| o.shipping_address.as_ref())
+        self.placed
+            .as_ref()
+            .and_then(|o| o.shipping_address.as_ref())
     }
 
     /// When the customer placed the order.

@@ -26,6 +26,6 @@ pub use error::StoreError;
 pub use provision::{
     check_server, connect, provision, ServerCheckError, StreamSettings, MINIMUM_SERVER_VERSION,
 };
-pub use reader::{read_all, stream_last_position};
+pub use reader::{aggregate_type_at, read_all, stream_last_position};
 pub use sku_registry::{SkuRegistry, SkuReservationError};
 pub use store::{EventStoreConfig, JetStreamAggregateContext, JetStreamEventStore};

@@ -153,3 +153,33 @@ pub async fn read_all(
         })
         .boxed())
 }
+
+/// The aggregate type of the commit at `position` (`order`), or `None` when the log has
+/// no message there (past its end, or never written).
+///
+/// Asks the stream leader, so a commit acknowledged a moment ago is always found.
+///
+/// # Errors
+/// [`StoreError::Nats`] when the stream cannot be read.
+pub async fn aggregate_type_at(
+    js: &jetstream::Context,
+    position: u64,
+) -> Result<Option<String>, StoreError> {
+    if position == 0 {
+        return Ok(None);
+    }
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(StoreError::nats)?;
+    match stream.get_raw_message(position).await {
+        Ok(message) => Ok(crate::subjects::parse_aggregate_subject(&message.subject)
+            .map(|(aggregate_type, _)| aggregate_type)),
+        Err(error)
+            if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(StoreError::nats(error)),
+    }
+}

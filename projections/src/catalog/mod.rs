@@ -29,8 +29,8 @@ use crate::batch::distinct;
 use crate::projection::{ApplyError, Delivery, Projection};
 
 pub use query::{
-    categories, product, products, variants_by_sku, variants_for_products, CategoryCount,
-    ProductDetail, ProductFilter, ProductSort, ProductSummary, VariantDetail,
+    categories, product, products, products_by_ids, variants_by_sku, variants_for_products,
+    CategoryCount, ProductDetail, ProductFilter, ProductSort, ProductSummary, VariantDetail,
 };
 
 use products::ProductFold;

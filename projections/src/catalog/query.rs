@@ -327,6 +327,57 @@ pub async fn product(pool: &PgPool, id: ProductId) -> Result<Option<ProductDetai
     }))
 }
 
+/// Each of `ids` with its variants, in two queries whatever their number: the loader
+/// behind the descriptions and variants of a page of products. A product the catalog
+/// does not know has no entry.
+///
+/// # Errors
+/// [`QueryError::Database`] when PostgreSQL fails or holds an invalid currency.
+pub async fn products_by_ids(
+    pool: &PgPool,
+    ids: &[ProductId],
+) -> Result<HashMap<ProductId, ProductDetail>, QueryError> {
+    let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let rows = sqlx::query(
+        "SELECT product_id, name, description, category, currency, price_minor, published,
+                created_at, updated_at
+         FROM catalog.products WHERE product_id = ANY($1)",
+    )
+    .bind(&uuids)
+    .fetch_all(pool)
+    .await?;
+    let mut variants = variants_for_products(pool, ids).await?;
+    let mut products = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id = ProductId(row.try_get("product_id")?);
+        let currency = currency_from(row)?;
+        let variants = variants.remove(&id).unwrap_or_default();
+        products.insert(
+            id,
+            ProductDetail {
+                id,
+                name: row.try_get("name")?,
+                description: row.try_get("description")?,
+                category: row.try_get("category")?,
+                currency,
+                price: row
+                    .try_get::<Option<i64>, _>("price_minor")?
+                    .map(|amount| Money::new(amount, currency)),
+                available: variants
+                    .iter()
+                    .filter(|v| !v.retired)
+                    .map(|v| v.available)
+                    .sum(),
+                published: row.try_get("published")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                variants,
+            },
+        );
+    }
+    Ok(products)
+}
+
 /// The variants of each of `ids`, retired ones included, in the order they were added,
 /// in one query: the loader behind the variants of a page of products. A product the
 /// catalog does not know has no entry.

@@ -392,6 +392,15 @@ impl Sink {
         .execute(&mut *tx)
         .await
         .map_err(transient)?;
+        // Delivered at commit, so a listener (the API waiting to read its own write)
+        // never hears of a position before the rows that reached it are visible.
+        sqlx::query("SELECT pg_notify($1, $2 || ':' || $3::text)")
+            .bind(crate::status::POSITIONS_CHANNEL)
+            .bind(&self.target.consumer)
+            .bind(to_i64(last_position))
+            .execute(&mut *tx)
+            .await
+            .map_err(transient)?;
         tx.commit().await.map_err(transient)?;
 
         for commit in &to_park {

@@ -1,0 +1,326 @@
+//! Stock per SKU: levels and movements for admins, receiving and adjusting stock.
+
+use async_graphql::{Context, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use domain::inventory::InventoryCommand;
+use domain::{CommandMetadata, Sku};
+use projections::inventory::{self as inventory_model, Movement, StockLevel};
+use uuid::Uuid;
+
+use super::catalog::owner_of;
+use super::context::{ContextExt, Position};
+use super::error::ApiError;
+use super::ids::GlobalId;
+use super::orders::keyed_id;
+use super::outcome::{executed, Executed};
+use super::relay::{connection, page_request, UserError};
+use super::text::{check_text, Limit};
+use crate::auth::Role;
+use crate::consistency::ReadModel;
+use crate::storefront::KeyUse;
+
+/// Stock of one SKU.
+#[derive(Clone)]
+pub struct InventoryLevel {
+    level: StockLevel,
+}
+
+/// Stock of one SKU.
+#[Object]
+impl InventoryLevel {
+    /// The SKU.
+    async fn sku(&self) -> &str {
+        &self.level.sku
+    }
+
+    /// Units in the warehouse.
+    async fn on_hand(&self) -> i64 {
+        self.level.on_hand
+    }
+
+    /// Units held for orders in progress.
+    async fn reserved(&self) -> i64 {
+        self.level.reserved
+    }
+
+    /// Units that can still be ordered.
+    async fn available(&self) -> i64 {
+        self.level.available
+    }
+
+    /// When stock last moved.
+    async fn last_movement_at(&self) -> DateTime<Utc> {
+        self.level.last_movement_at
+    }
+
+    /// Every movement, newest first.
+    #[graphql(complexity = "super::relay::page_cost(first, last, child_complexity)")]
+    async fn movements(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<StockMovementConnection> {
+        let page = page_request(first, after.as_deref(), last, before.as_deref())?;
+        let db = ctx.read(ReadModel::Inventory).await?;
+        let page = inventory_model::movements(db, &self.level.sku, page)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(StockMovementConnection::from_page(
+            page,
+            StockMovement::from,
+        ))
+    }
+}
+
+/// One change of a SKU's stock.
+#[derive(Clone, SimpleObject)]
+pub struct StockMovement {
+    /// `received`, `adjusted`, `reserved`, `released`, `committed` or `returned`.
+    pub kind: String,
+    /// Units moved.
+    pub quantity: i64,
+    /// Change of units on hand.
+    pub on_hand_change: i64,
+    /// Change of units reserved.
+    pub reserved_change: i64,
+    /// The order it was for, if any.
+    pub order_id: Option<async_graphql::ID>,
+    /// The delivery reference of received stock.
+    pub reference: Option<String>,
+    /// Why, for adjustments and releases.
+    pub reason: Option<String>,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// Its position in the log.
+    pub position: Position,
+}
+
+impl From<Movement> for StockMovement {
+    fn from(movement: Movement) -> Self {
+        StockMovement {
+            kind: format!("{:?}", movement.kind).to_lowercase(),
+            quantity: movement.quantity,
+            on_hand_change: movement.on_hand_change,
+            reserved_change: movement.reserved_change,
+            order_id: movement.order_id.map(|id| id.to_global()),
+            reference: movement.reference,
+            reason: movement.reason,
+            occurred_at: movement.occurred_at,
+            position: Position(u64::try_from(movement.position).unwrap_or(0)),
+        }
+    }
+}
+
+impl From<StockLevel> for InventoryLevel {
+    fn from(level: StockLevel) -> Self {
+        InventoryLevel { level }
+    }
+}
+
+connection!(StockMovementConnection, StockMovementEdge, StockMovement);
+
+/// Stock reads (admins).
+#[derive(Default)]
+pub struct InventoryQuery;
+
+#[Object]
+impl InventoryQuery {
+    /// The stock of one SKU; null before any stock moved.
+    async fn inventory(
+        &self,
+        ctx: &Context<'_>,
+        sku: String,
+    ) -> async_graphql::Result<Option<InventoryLevel>> {
+        ctx.require(&[Role::Admin])?;
+        let sku = check_text(&sku, "sku", Limit::NAME)?;
+        let db = ctx.read(ReadModel::Inventory).await?;
+        Ok(inventory_model::stock_level(db, &sku)
+            .await
+            .map_err(ApiError::from)?
+            .map(|level| InventoryLevel { level }))
+    }
+}
+
+/// Stock that arrived.
+#[derive(Debug, InputObject, serde::Serialize)]
+pub struct InventoryReceiveInput {
+    /// The SKU.
+    pub sku: String,
+    /// Units received, at least 1.
+    pub quantity: i32,
+    /// The delivery's reference.
+    pub reference: String,
+    /// Retrying with the same key receives once and answers the same.
+    pub idempotency_key: Option<String>,
+}
+
+/// A correction of stock on hand.
+#[derive(Debug, InputObject, serde::Serialize)]
+pub struct InventoryAdjustInput {
+    /// The SKU.
+    pub sku: String,
+    /// Units to add (positive) or remove (negative).
+    pub delta: i32,
+    /// Why (a stock count, breakage).
+    pub reason: String,
+    /// Retrying with the same key adjusts once and answers the same.
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to a stock mutation.
+pub struct InventoryPayload {
+    sku: Option<String>,
+    user_errors: Vec<UserError>,
+    position: Option<u64>,
+}
+
+#[Object]
+impl InventoryPayload {
+    /// The stock once the inventory read model reflects this change.
+    async fn inventory_level(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<InventoryLevel>> {
+        let (Some(sku), Some(position)) = (&self.sku, self.position) else {
+            return Ok(None);
+        };
+        let services = ctx.services();
+        services
+            .positions
+            .wait_for(ReadModel::Inventory, position)
+            .await?;
+        Ok(inventory_model::stock_level(&services.db, sku)
+            .await
+            .map_err(ApiError::from)?
+            .map(|level| InventoryLevel { level }))
+    }
+
+    /// Rules the input broke; empty when the change was made.
+    async fn user_errors(&self) -> &[UserError] {
+        &self.user_errors
+    }
+
+    /// Where the change was committed in the log.
+    async fn position(&self) -> Option<Position> {
+        self.position.map(Position)
+    }
+}
+
+/// Stock changes (admins).
+#[derive(Default)]
+pub struct InventoryMutation;
+
+#[Object]
+impl InventoryMutation {
+    /// Records stock that arrived.
+    async fn inventory_receive(
+        &self,
+        ctx: &Context<'_>,
+        input: InventoryReceiveInput,
+    ) -> async_graphql::Result<InventoryPayload> {
+        let quantity = u32::try_from(input.quantity)
+            .ok()
+            .filter(|quantity| *quantity > 0)
+            .ok_or_else(|| {
+                ApiError::bad_input(format!(
+                    "quantity must be at least 1, not {}",
+                    input.quantity
+                ))
+            })?;
+        let reference = check_text(&input.reference, "reference", Limit::NAME)?;
+        let request = serde_json::to_value(&input).map_err(ApiError::internal)?;
+        stock_change(
+            ctx,
+            "inventoryReceive",
+            &input.sku,
+            input.idempotency_key.as_deref(),
+            request,
+            |sku| InventoryCommand::ReceiveStock {
+                sku,
+                quantity,
+                reference,
+            },
+        )
+        .await
+    }
+
+    /// Corrects stock on hand.
+    async fn inventory_adjust(
+        &self,
+        ctx: &Context<'_>,
+        input: InventoryAdjustInput,
+    ) -> async_graphql::Result<InventoryPayload> {
+        let reason = check_text(&input.reason, "reason", Limit::REASON)?;
+        let request = serde_json::to_value(&input).map_err(ApiError::internal)?;
+        let delta = i64::from(input.delta);
+        stock_change(
+            ctx,
+            "inventoryAdjust",
+            &input.sku,
+            input.idempotency_key.as_deref(),
+            request,
+            |sku| InventoryCommand::AdjustStock { sku, delta, reason },
+        )
+        .await
+    }
+}
+
+async fn stock_change(
+    ctx: &Context<'_>,
+    operation: &str,
+    sku: &str,
+    idempotency_key: Option<&str>,
+    request: serde_json::Value,
+    command: impl FnOnce(Sku) -> InventoryCommand,
+) -> async_graphql::Result<InventoryPayload> {
+    let admin = ctx.require(&[Role::Admin])?.clone();
+    let services = ctx.services().clone();
+    let sku_text = check_text(sku, "sku", Limit::NAME)?;
+    let rejected = |error: UserError| InventoryPayload {
+        sku: None,
+        user_errors: vec![error],
+        position: None,
+    };
+    let unknown = || UserError::on(&["sku"], "UNKNOWN_SKU", "no product sells this SKU");
+    let Ok(sku) = Sku::parse(sku_text) else {
+        return Ok(rejected(unknown()));
+    };
+    if owner_of(ctx, &sku).await?.is_none() {
+        return Ok(rejected(unknown()));
+    }
+    let mut metadata = CommandMetadata::new(admin.actor());
+    if let Some(key) = idempotency_key {
+        let key = check_text(key, "idempotencyKey", Limit::TOKEN)?;
+        let claimed = services
+            .idempotency
+            .claim(admin.account_id, operation, &key, &request)
+            .await
+            .map_err(ApiError::from)?;
+        if claimed == KeyUse::ReusedWithOtherInput {
+            return Err(ApiError::Conflict(
+                "this idempotency key was used with other input".to_owned(),
+            )
+            .into());
+        }
+        metadata = metadata.with_command_id(keyed_id(admin.account_id, operation, &key));
+    } else {
+        metadata = metadata.with_command_id(Uuid::now_v7());
+    }
+    let aggregate_id = sku.as_str().to_owned();
+    let result = services
+        .commands
+        .inventory
+        .execute(&aggregate_id, command(sku), &metadata)
+        .await;
+    Ok(match executed(result, &["quantity"])? {
+        Executed::Committed(outcome) => InventoryPayload {
+            sku: Some(aggregate_id),
+            user_errors: Vec::new(),
+            position: Some(outcome.position),
+        },
+        Executed::Rejected(error) => rejected(error),
+    })
+}

@@ -1,0 +1,163 @@
+//! The API role's wiring: accounts, the command buses, read-model positions and the
+//! GraphQL schema with its limits; and the `accounts` operator command.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use api::auth::{Accounts, AuthConfig, Role};
+use api::commands::Commands;
+use api::consistency::ReadModelPositions;
+use api::graphql::{build_schema, GraphqlConfig, SchemaLimits, Services};
+use api::limits::{RateLimitConfig, RateLimits};
+use api::storefront::{Carts, IdempotencyKeys};
+use infra_nats::EventStoreConfig;
+use saga::provider::{SimulatedProvider, SimulatorConfig};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::{connect_database, migrate_all, ApiMode, ApiSettings, Settings};
+
+/// The GraphQL routes with everything behind them.
+///
+/// # Errors
+/// A bad setting (`JWT_SECRET`), or a dependency that cannot be reached.
+pub async fn graphql_router(
+    settings: &Settings,
+    api_settings: &ApiSettings,
+    nats: &async_nats::Client,
+    db: &PgPool,
+) -> anyhow::Result<axum::Router> {
+    let accounts = accounts(api_settings, db.clone())?;
+    let production = api_settings.api_mode == ApiMode::Production;
+    // The API's reads get a statement timeout, so one slow query cannot hold a
+    // connection (and the request) for long.
+    let options = PgConnectOptions::from_str(&settings.database_url)
+        .context("parsing DATABASE_URL")?
+        .options([(
+            "statement_timeout",
+            format!("{}ms", api_settings.pg_statement_timeout_ms),
+        )]);
+    let reads = PgPoolOptions::new()
+        .max_connections(32)
+        .connect_with(options)
+        .await
+        .context("connecting the API's read pool to DATABASE_URL")?;
+    // Refunds go to the same provider (here the simulator, whose ledger the saga shares).
+    let provider = SimulatedProvider::install(db.clone(), SimulatorConfig::default())
+        .await
+        .context("installing the payment simulator's ledger")?;
+    let store_config = EventStoreConfig {
+        snapshot_every: settings.snapshot_every,
+        ..EventStoreConfig::default()
+    };
+    let commands = Commands::open(nats.clone(), store_config, Arc::new(provider))
+        .await
+        .context("opening the command buses")?;
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    let positions = ReadModelPositions::start(
+        db.clone(),
+        jetstream.clone(),
+        Duration::from_millis(api_settings.read_your_writes_timeout_ms),
+    )
+    .await
+    .context("following the read models' positions")?;
+    let services = Arc::new(Services {
+        db: reads,
+        jetstream,
+        accounts: accounts.clone(),
+        commands,
+        positions,
+        carts: Carts::new(db.clone()),
+        idempotency: IdempotencyKeys::new(db.clone()),
+    });
+    let schema = build_schema(
+        services.clone(),
+        SchemaLimits {
+            max_depth: api_settings.graphql_max_depth,
+            max_complexity: api_settings.graphql_max_complexity,
+            introspection: !production,
+            suggestions: !production,
+        },
+    );
+    let limits = RateLimits::new(
+        RateLimitConfig {
+            per_ip_per_second: api_settings.rate_limit_ip_per_second,
+            per_ip_burst: api_settings.rate_limit_ip_burst,
+            per_user_per_second: api_settings.rate_limit_user_per_second,
+            per_user_burst: api_settings.rate_limit_user_burst,
+            trust_forwarded_for: api_settings.trust_forwarded_for,
+        },
+        accounts,
+    );
+    Ok(api::graphql::router(
+        schema,
+        &services,
+        &GraphqlConfig {
+            max_body_bytes: api_settings.graphql_max_body_bytes,
+            cors_origins: api_settings.cors_origins.clone(),
+            graphiql: !production,
+        },
+        limits,
+    ))
+}
+
+fn accounts(api_settings: &ApiSettings, db: PgPool) -> anyhow::Result<Accounts> {
+    let secret = match (&api_settings.jwt_secret, api_settings.api_mode) {
+        (Some(secret), _) => secret.as_bytes().to_vec(),
+        (None, ApiMode::Production) => bail!("JWT_SECRET is required with API_MODE=production"),
+        (None, ApiMode::Development) => {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random one, so tokens die with this process \
+                 and other replicas refuse them"
+            );
+            let mut secret = vec![0u8; 32];
+            getrandom::fill(&mut secret).context("drawing a random JWT secret")?;
+            secret
+        }
+    };
+    let config = AuthConfig::new(
+        secret,
+        api_settings.jwt_issuer.clone(),
+        api_settings.jwt_audience.clone(),
+        Duration::from_secs(api_settings.access_token_ttl_secs),
+        Duration::from_secs(api_settings.refresh_token_ttl_secs),
+    )
+    .context("JWT_SECRET must be at least 32 bytes")?;
+    Ok(Accounts::new(db, config))
+}
+
+/// `shopstream accounts create`: makes an account of any role (the first admin).
+///
+/// # Errors
+/// A bad email, password or role, a taken email, or PostgreSQL unreachable.
+pub async fn create_account(
+    settings: &Settings,
+    email: &str,
+    password: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let role = Role::from_str(role)
+        .map_err(|_| anyhow::anyhow!("--role must be customer, admin, auditor or operator"))?;
+    let db = connect_database(&settings.database_url).await?;
+    migrate_all(&db).await?;
+    // Only hashing happens here: the secret signs no token.
+    let config = AuthConfig::new(
+        vec![0u8; 32],
+        "cli",
+        "cli",
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .context("building the account service")?;
+    let account = Accounts::new(db, config)
+        .create(email, password, role)
+        .await
+        .with_context(|| format!("creating {role} account {email}"))?;
+    println!(
+        "created {} account {} ({})",
+        account.role, account.email, account.id
+    );
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The GraphQL API end to end: the real server on a free port, with the projectors and
+//! the saga running beside it, against real NATS and PostgreSQL.
+
+mod bad_input;
+mod idempotency;
+mod protection;
+mod read_your_writes;
+mod roles;
+mod shopping;
+mod subscriptions;
+mod support;
+mod tokens;
