@@ -46,6 +46,9 @@ impl Application {
         let router = api::router(api::Dependencies {
             nats: nats.clone(),
             db,
+            max_projector_lag: Some(std::time::Duration::from_secs(
+                api_settings.readyz_max_projector_lag_secs,
+            )),
         })
         .merge(graphql);
         Ok(Self {

@@ -119,6 +119,9 @@ pub struct ApiSettings {
     /// PostgreSQL statement timeout of the API's queries.
     #[arg(long, env = "PG_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
     pub pg_statement_timeout_ms: u64,
+    /// `/readyz` fails while a read model the API serves lags more than this.
+    #[arg(long, env = "READYZ_MAX_PROJECTOR_LAG_SECS", default_value_t = 30)]
+    pub readyz_max_projector_lag_secs: u64,
     /// Longest wait of a read for a read model to reach `X-Min-Position`.
     #[arg(long, env = "READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 5_000)]
     pub read_your_writes_timeout_ms: u64,

@@ -14,7 +14,13 @@ use sqlx::PgPool;
 pub struct Dependencies {
     pub nats: async_nats::Client,
     pub db: PgPool,
+    /// The most the read models the API serves may lag (in seconds of the log) while
+    /// the API counts as ready; `None` does not check them.
+    pub max_projector_lag: Option<Duration>,
 }
+
+/// The read models the GraphQL API reads.
+const SERVED_READ_MODELS: [&str; 5] = ["catalog", "inventory", "orders", "payments", "sales"];
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -39,7 +45,12 @@ pub async fn readyz(AxumState(deps): AxumState<Dependencies>) -> (StatusCode, Js
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("timed out".to_owned()),
     };
-    let ready = nats.is_ok() && postgres.is_ok();
+    let projectors = match (deps.max_projector_lag, &nats, &postgres) {
+        (Some(bound), Ok(()), Ok(())) => projectors_within(&deps, bound).await,
+        (Some(_), _, _) => Err("not checked: NATS or PostgreSQL is down".to_owned()),
+        (None, _, _) => Ok(()),
+    };
+    let ready = nats.is_ok() && postgres.is_ok() && projectors.is_ok();
     let describe = |check: &Result<(), String>| match check {
         Ok(()) => json!({ "ok": true }),
         Err(reason) => json!({ "ok": false, "reason": reason }),
@@ -50,10 +61,41 @@ pub async fn readyz(AxumState(deps): AxumState<Dependencies>) -> (StatusCode, Js
         StatusCode::SERVICE_UNAVAILABLE
     };
     if !ready {
-        tracing::warn!(?nats, ?postgres, "not ready");
+        tracing::warn!(?nats, ?postgres, ?projectors, "not ready");
     }
     (
         status,
-        Json(json!({ "ready": ready, "nats": describe(&nats), "postgres": describe(&postgres) })),
+        Json(json!({
+            "ready": ready,
+            "nats": describe(&nats),
+            "postgres": describe(&postgres),
+            "projectors": describe(&projectors),
+        })),
     )
+}
+
+/// Whether every served read model is within `bound` of the log's newest commit.
+async fn projectors_within(deps: &Dependencies, bound: Duration) -> Result<(), String> {
+    let jetstream = async_nats::jetstream::new(deps.nats.clone());
+    let mut behind = Vec::new();
+    for name in SERVED_READ_MODELS {
+        let Some(projection) = projections::registry::by_name(name) else {
+            continue;
+        };
+        let status = tokio::time::timeout(
+            CHECK_TIMEOUT,
+            projections::status::projector_status(&deps.db, &jetstream, &*projection),
+        )
+        .await
+        .map_err(|_| format!("{name}: status timed out"))?
+        .map_err(|error| format!("{name}: {error}"))?;
+        if status.lag_seconds > bound.as_secs_f64() {
+            behind.push(format!("{name} is {:.1} s behind", status.lag_seconds));
+        }
+    }
+    if behind.is_empty() {
+        Ok(())
+    } else {
+        Err(behind.join(", "))
+    }
 }

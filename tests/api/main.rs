@@ -2,6 +2,7 @@
 //! the saga running beside it, against real NATS and PostgreSQL.
 
 mod bad_input;
+mod health;
 mod idempotency;
 mod protection;
 mod read_your_writes;

@@ -69,7 +69,8 @@ async fn a_customer_browses_fills_a_cart_checks_out_and_the_admin_ships_and_refu
         .ok(
             Some(&customer),
             "mutation($input: OrderPlaceInput!) { orderPlace(input: $input) {
-                order { id status total { amount currencyCode } } userErrors { code message } position } }",
+                order { id status total { amount currencyCode } shippingAddress { city countryCode } }
+                userErrors { code message } position } }",
             json!({ "input": { "cartId": cart_id, "paymentToken": "tok_visa", "shippingAddress": address() } }),
         )
         .await;

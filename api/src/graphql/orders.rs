@@ -237,6 +237,26 @@ impl Order {
             }))
     }
 
+    /// Where it goes; null for orders placed before addresses were recorded.
+    async fn shipping_address(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<ShippingAddressView>> {
+        Ok(self
+            .detail(ctx)
+            .await?
+            .shipping_address
+            .as_ref()
+            .map(|address| ShippingAddressView {
+                name: address.name.clone(),
+                line1: address.line1.clone(),
+                line2: address.line2.clone(),
+                city: address.city.clone(),
+                postal_code: address.postal_code.clone(),
+                country_code: address.country_code.clone(),
+            }))
+    }
+
     /// The refund, if money went back.
     async fn refund(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<OrderRefund>> {
         Ok(self
@@ -287,6 +307,24 @@ impl From<&projections::orders::StatusChange> for OrderStatusChange {
             position: Position(u64::try_from(change.position).unwrap_or(0)),
         }
     }
+}
+
+/// Where an order goes.
+#[derive(Clone, SimpleObject)]
+#[graphql(name = "ShippingAddress")]
+pub struct ShippingAddressView {
+    /// The recipient.
+    pub name: String,
+    /// Street and number.
+    pub line1: String,
+    /// Flat, floor, building.
+    pub line2: String,
+    /// Town or city.
+    pub city: String,
+    /// Postal or ZIP code.
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country_code: String,
 }
 
 /// A shipped parcel.

@@ -34,7 +34,8 @@ impl Projection for OrdersProjection {
     }
 
     fn version(&self) -> i32 {
-        1
+        // 2: orders record their shipping address.
+        2
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
@@ -110,6 +111,7 @@ struct OrderRow {
     placed_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     last_sequence: i64,
+    shipping_address: Option<serde_json::Value>,
 }
 
 impl OrderRow {
@@ -271,6 +273,7 @@ impl Model {
             subtotal,
             total,
             placed_at,
+            shipping_address,
             ..
         } = event
         else {
@@ -320,6 +323,11 @@ impl Model {
                 placed_at: *placed_at,
                 updated_at: *placed_at,
                 last_sequence: sequence,
+                shipping_address: shipping_address
+                    .as_ref()
+                    .map(serde_json::to_value)
+                    .transpose()
+                    .map_err(|e| ApplyError::Inconsistent(format!("order {order_id}: {e}")))?,
             },
         );
         Ok((OrderStatus::Placed, *placed_at, None))
@@ -505,12 +513,13 @@ async fn upsert_orders(conn: &mut PgConnection, rows: &[&OrderRow]) -> Result<()
         "INSERT INTO orders (order_id, customer_id, status, payment_state, payment_id, \
              currency, subtotal_minor, total_minor, line_count, item_count, carrier, tracking, \
              shipped_at, delivered_at, cancellation_reason, cancelled_by, cancelled_at, \
-             refunded_minor, refund_reason, refunded_at, placed_at, updated_at, last_sequence) \
+             refunded_minor, refund_reason, refunded_at, placed_at, updated_at, last_sequence, \
+             shipping_address) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
              $6::text[], $7::bigint[], $8::bigint[], $9::integer[], $10::bigint[], $11::text[], \
              $12::text[], $13::timestamptz[], $14::timestamptz[], $15::text[], $16::text[], \
              $17::timestamptz[], $18::bigint[], $19::text[], $20::timestamptz[], \
-             $21::timestamptz[], $22::timestamptz[], $23::bigint[]) \
+             $21::timestamptz[], $22::timestamptz[], $23::bigint[], $24::jsonb[]) \
          ON CONFLICT (order_id) DO UPDATE SET \
              customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, \
              payment_state = EXCLUDED.payment_state, payment_id = EXCLUDED.payment_id, \
@@ -523,7 +532,8 @@ async fn upsert_orders(conn: &mut PgConnection, rows: &[&OrderRow]) -> Result<()
              cancelled_by = EXCLUDED.cancelled_by, cancelled_at = EXCLUDED.cancelled_at, \
              refunded_minor = EXCLUDED.refunded_minor, refund_reason = EXCLUDED.refund_reason, \
              refunded_at = EXCLUDED.refunded_at, placed_at = EXCLUDED.placed_at, \
-             updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence",
+             updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence, \
+             shipping_address = EXCLUDED.shipping_address",
     )
     .bind(rows.iter().map(|r| r.order_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.customer_id).collect::<Vec<_>>())
@@ -564,6 +574,11 @@ async fn upsert_orders(conn: &mut PgConnection, rows: &[&OrderRow]) -> Result<()
     .bind(rows.iter().map(|r| r.placed_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.last_sequence).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.shipping_address.clone())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await?;
     Ok(())

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use domain::ids::{CustomerId, OrderId, PaymentId};
 use domain::money::{Currency, Money};
 use domain::order::OrderStatus;
+use domain::order::ShippingAddress;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -97,6 +98,8 @@ pub struct OrderDetail {
     pub refund: Option<Refund>,
     /// Every status the order went through, oldest first.
     pub timeline: Vec<StatusChange>,
+    /// Where it goes; `None` for orders placed before addresses were recorded.
+    pub shipping_address: Option<ShippingAddress>,
 }
 
 /// Which orders to list; `None` fields do not filter.
@@ -161,6 +164,7 @@ struct DetailRecord {
     refunded_minor: Option<i64>,
     refund_reason: Option<String>,
     refunded_at: Option<DateTime<Utc>>,
+    shipping_address: Option<serde_json::Value>,
 }
 
 /// One order with its lines and timeline; `None` when the read model does not know it.
@@ -238,6 +242,11 @@ pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sq
         shipping,
         cancellation,
         refund,
+        shipping_address: record
+            .shipping_address
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(decode_error)?,
         timeline: timeline
             .into_iter()
             .map(|(status, at, reason, position)| status_change(&status, at, reason, position))
