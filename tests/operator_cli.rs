@@ -130,3 +130,65 @@ async fn dead_letter_commands_refuse_unknown_ids_and_list_as_json() {
         .unwrap();
     assert_eq!(actions, 0, "a refused action records nothing");
 }
+
+#[tokio::test]
+async fn accounts_create_makes_a_first_admin_who_can_sign_in_and_refuses_a_second_with_the_email() {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await.unwrap();
+    let create = |password: &str, role: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shopstream"))
+            .args([
+                "accounts",
+                "create",
+                "--email",
+                "Boss@Shop.example",
+                "--role",
+                role,
+            ])
+            .env("NATS_URL", nats.url())
+            .env("DATABASE_URL", &db.url)
+            .env("SHOPSTREAM_PASSWORD", password)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running shopstream")
+    };
+    let output = create("a long enough password", "admin");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("created admin account boss@shop.example"));
+    let role: String =
+        sqlx::query_scalar("SELECT role FROM accounts.accounts WHERE email = 'boss@shop.example'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(role, "admin");
+
+    let again = create("another long password", "admin");
+    assert!(!again.status.success());
+    let short = create("short", "customer");
+    assert!(!short.status.success());
+    let bad_role = create("a long enough password", "superuser");
+    assert!(!bad_role.status.success());
+    assert!(
+        stderr(&bad_role).contains("--role"),
+        "{}",
+        stderr(&bad_role)
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts.accounts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[test]
+fn schema_prints_the_checked_in_sdl() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shopstream"))
+        .arg("schema")
+        .output()
+        .expect("running shopstream");
+    assert!(output.status.success());
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    assert_eq!(stdout(&output), checked_in);
+}
