@@ -66,10 +66,14 @@ json.dump({"query": "query($id: ID!) { order(id: $id) { id status total { amount
 json.dump({"query": "{ products(first: 20, filter: { category: \"Bench\", inStock: true }, sortKey: PRICE) { totalCount nodes { id name price { amount currencyCode } available } } }"},
           open(f"{work}/products.json", "w"))
 PY
+# The statement `order(id)` runs (projections::orders::order).
 cat >"$WORK/order.sql" <<SQL
-SELECT * FROM orders.orders WHERE order_id = '$ORDER_UUID';
-SELECT sku, quantity, unit_price_minor, line_total_minor, currency FROM orders.order_lines WHERE order_id = '$ORDER_UUID' ORDER BY line_no;
-SELECT status, occurred_at, reason, position FROM orders.status_timeline WHERE order_id = '$ORDER_UUID' ORDER BY position, event_index;
+SELECT o.*,
+  (SELECT coalesce(json_agg(json_build_array(l.sku, l.quantity, l.unit_price_minor, l.line_total_minor, l.currency) ORDER BY l.line_no), '[]'::json)
+     FROM orders.order_lines l WHERE l.order_id = o.order_id) AS lines,
+  (SELECT coalesce(json_agg(json_build_array(t.status, t.occurred_at, t.reason, t.position) ORDER BY t.position, t.event_index), '[]'::json)
+     FROM orders.status_timeline t WHERE t.order_id = o.order_id) AS timeline
+FROM orders.orders o WHERE o.order_id = '$ORDER_UUID';
 SQL
 cat >"$WORK/products.sql" <<'SQL'
 SELECT p.product_id, p.name, p.price_minor, st.available FROM catalog.products p
@@ -90,6 +94,13 @@ hey -n 2000 -c 10 -m POST -H "Authorization: Bearer $TOKEN" -T application/json 
 for query in order products; do
   echo "load: $query via GraphQL" >&2; run_hey "$query" "$WORK/$query.json"
   echo "load: $query via PostgreSQL" >&2; run_pgbench "pg_$query" "$WORK/$query.sql"
+done
+# One client, back to back: what each layer costs without any queueing.
+for query in order products; do
+  hey -n 2000 -c 1 -m POST -H "Authorization: Bearer $TOKEN" -T application/json -D "$WORK/$query.json" \
+    "http://$HTTP_ADDR/graphql" >"$WORK/$query.single.hey"
+  (cd "$WORK" && pgbench -n -h 127.0.0.1 -U postgres -c 1 -t 2000 -f "$WORK/$query.sql" -l \
+     --log-prefix="pg_$query.single" "$DB" >"$WORK/pg_$query.single.pgbench" 2>&1)
 done
 curl -s "http://$HTTP_ADDR/metrics" >"$WORK/metrics.txt"
 python3 benches/api/report.py "$WORK" "$RATE" "$SECONDS_PER_RUN" "$(nproc)"

@@ -39,8 +39,11 @@ pub async fn graphql_router(
             "statement_timeout",
             format!("{}ms", api_settings.pg_statement_timeout_ms),
         )]);
+    // No ping before each checkout: a broken connection fails its query and is dropped,
+    // and the ping would double the round trips of every read.
     let reads = PgPoolOptions::new()
-        .max_connections(32)
+        .max_connections(api_settings.api_pg_max_connections)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .context("connecting the API's read pool to DATABASE_URL")?;

@@ -116,6 +116,9 @@ pub struct ApiSettings {
     /// Take the client IP from `X-Forwarded-For` (only behind a proxy that sets it).
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+    /// Connections of the API's read pool to PostgreSQL.
+    #[arg(long, env = "API_PG_MAX_CONNECTIONS", default_value_t = 32)]
+    pub api_pg_max_connections: u32,
     /// PostgreSQL statement timeout of the API's queries.
     #[arg(long, env = "PG_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
     pub pg_statement_timeout_ms: u64,

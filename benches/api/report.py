@@ -18,9 +18,7 @@ def hey(name):
 
 def pgbench(name):
     latencies = []
-    for path in glob.glob(f"{work}/{name}.*"):
-        if path.endswith(".pgbench"):
-            continue
+    for path in glob.glob(f"{work}/{name}.[0-9]*"):
         for line in open(path):
             fields = line.split()
             if len(fields) >= 6:
@@ -42,3 +40,11 @@ for query, label in [("order", "order(id) with lines and timeline"), ("products"
           f"{api[1] / direct[1]:>8.2f}{api[2] / direct[2]:>8.2f}")
     print(f"{'  same SQL on PostgreSQL':<38}{direct[0]:>9.0f}{direct[1]:>9.2f}{direct[2]:>9.2f}{direct[3]:>9}{'1.00':>8}{'1.00':>8}")
     print(f"  ({label})")
+
+print(f"\nOne client, back to back (no queueing: the cost of each layer)\n")
+print(f"{'query':<38}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p50 ×':>8}")
+for query in ["order", "products"]:
+    api = hey(f"{query}.single")
+    direct = pgbench(f"pg_{query}.single")
+    print(f"{'GraphQL ' + query:<38}{api[0]:>9.0f}{api[1]:>9.2f}{api[2]:>9.2f}{api[1] / direct[1]:>8.2f}")
+    print(f"{'  same SQL on PostgreSQL':<38}{direct[0]:>9.0f}{direct[1]:>9.2f}{direct[2]:>9.2f}{'1.00':>8}")

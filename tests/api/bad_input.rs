@@ -149,6 +149,17 @@ async fn bad_input_answers_with_typed_errors_and_changes_nothing() {
         .await;
     assert_eq!(codes(&body), ["BAD_USER_INPUT"], "{body}");
 
+    // An argument past its validator: the client's error, with its message.
+    let body = shop
+        .gql(
+            Some(&admin),
+            r#"{ topSellers(from: "2026-01-01", to: "2026-01-31", limit: 1000) { sku } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(codes(&body), ["BAD_USER_INPUT"], "{body}");
+    assert_ne!(body["errors"][0]["message"], "internal error");
+
     // Nothing changed: no order, stock and price as they were.
     let orders = shop
         .ok(Some(&admin), "{ orders { totalCount } }", json!({}))

@@ -189,7 +189,9 @@ fn give_every_error_a_code(response: &mut GraphqlResponse) {
         if has_code {
             continue;
         }
-        let code = if !error.path.is_empty() {
+        let code = if is_argument_error(error) {
+            "BAD_USER_INPUT"
+        } else if !error.path.is_empty() {
             tracing::error!(message = %error.message, path = ?error.path, "unmapped resolver error");
             error.message = "internal error".to_owned();
             "INTERNAL"
@@ -203,6 +205,12 @@ fn give_every_error_a_code(response: &mut GraphqlResponse) {
             .get_or_insert_with(Default::default)
             .set("code", Value::from(code));
     }
+}
+
+/// An argument that failed its type or validator while its field resolved (these carry
+/// the field's path, like resolver errors, but are the client's).
+fn is_argument_error(error: &ServerError) -> bool {
+    error.message.starts_with("Failed to parse") || error.message.starts_with("Invalid value")
 }
 
 fn is_limit(error: &ServerError) -> bool {

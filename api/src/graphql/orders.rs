@@ -138,12 +138,16 @@ impl Order {
 
     /// The lines, in the order they were placed.
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderLineItem>> {
-        let lines = ctx
-            .data_unchecked::<DataLoader<OrderLines>>()
-            .load_one(self.summary.id)
-            .await
-            .map_err(ApiError::internal)?
-            .unwrap_or_default();
+        // A single order was read with its lines; a page's orders load theirs in one batch.
+        let lines = match &self.detail {
+            Some(detail) => Arc::new(detail.lines.clone()),
+            None => ctx
+                .data_unchecked::<DataLoader<OrderLines>>()
+                .load_one(self.summary.id)
+                .await
+                .map_err(ApiError::internal)?
+                .unwrap_or_default(),
+        };
         Ok(lines
             .iter()
             .map(|line| OrderLineItem {
@@ -185,12 +189,15 @@ impl Order {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Vec<OrderStatusChange>> {
-        let timeline = ctx
-            .data_unchecked::<DataLoader<OrderTimelines>>()
-            .load_one(self.summary.id)
-            .await
-            .map_err(ApiError::internal)?
-            .unwrap_or_default();
+        let timeline = match &self.detail {
+            Some(detail) => Arc::new(detail.timeline.clone()),
+            None => ctx
+                .data_unchecked::<DataLoader<OrderTimelines>>()
+                .load_one(self.summary.id)
+                .await
+                .map_err(ApiError::internal)?
+                .unwrap_or_default(),
+        };
         Ok(timeline.iter().map(OrderStatusChange::from).collect())
     }
 

@@ -8,6 +8,7 @@ use domain::ids::{CustomerId, OrderId, PaymentId};
 use domain::money::{Currency, Money};
 use domain::order::OrderStatus;
 use domain::order::ShippingAddress;
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -167,33 +168,48 @@ struct DetailRecord {
     shipping_address: Option<serde_json::Value>,
 }
 
+/// A line as stored: SKU, quantity, unit price, line total (minor units), currency.
+type LineColumns = (String, i64, i64, i64, String);
+/// A timeline entry as stored: status, when, reason, position.
+type TimelineColumns = (String, DateTime<Utc>, Option<String>, i64);
+
+/// An order row with its lines and timeline, as one statement returns them.
+#[derive(sqlx::FromRow)]
+struct DetailWithChildren {
+    #[sqlx(flatten)]
+    record: DetailRecord,
+    lines: Json<Vec<LineColumns>>,
+    timeline: Json<Vec<TimelineColumns>>,
+}
+
 /// One order with its lines and timeline; `None` when the read model does not know it.
 ///
 /// # Errors
 /// When PostgreSQL fails or holds a value this code cannot read.
 pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sqlx::Error> {
-    let record: Option<DetailRecord> =
-        sqlx::query_as("SELECT * FROM orders.orders WHERE order_id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(pool)
-            .await?;
-    let Some(record) = record else {
+    // One statement (lines and timeline aggregated as JSON): a single round trip, which
+    // is most of the cost of reading one order.
+    let found: Option<DetailWithChildren> = sqlx::query_as(
+        "SELECT o.*,
+            (SELECT coalesce(json_agg(json_build_array(l.sku, l.quantity, l.unit_price_minor,
+                        l.line_total_minor, l.currency) ORDER BY l.line_no), '[]'::json)
+               FROM orders.order_lines l WHERE l.order_id = o.order_id) AS lines,
+            (SELECT coalesce(json_agg(json_build_array(t.status, t.occurred_at, t.reason,
+                        t.position) ORDER BY t.position, t.event_index), '[]'::json)
+               FROM orders.status_timeline t WHERE t.order_id = o.order_id) AS timeline
+         FROM orders.orders o WHERE o.order_id = $1",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(pool)
+    .await?;
+    let Some(DetailWithChildren {
+        record,
+        lines: Json(lines),
+        timeline: Json(timeline),
+    }) = found
+    else {
         return Ok(None);
     };
-    let lines: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
-        "SELECT sku, quantity, unit_price_minor, line_total_minor, currency \
-         FROM orders.order_lines WHERE order_id = $1 ORDER BY line_no",
-    )
-    .bind(id.as_uuid())
-    .fetch_all(pool)
-    .await?;
-    let timeline: Vec<(String, DateTime<Utc>, Option<String>, i64)> = sqlx::query_as(
-        "SELECT status, occurred_at, reason, position FROM orders.status_timeline \
-         WHERE order_id = $1 ORDER BY position, event_index",
-    )
-    .bind(id.as_uuid())
-    .fetch_all(pool)
-    .await?;
 
     let currency = record.summary.currency.clone();
     let shipping = match (record.carrier, record.tracking, record.shipped_at) {
