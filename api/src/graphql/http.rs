@@ -143,10 +143,13 @@ fn viewer(accounts: &Accounts, headers: &HeaderMap) -> Result<Option<Principal>,
     let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Ok(None);
     };
+    // The scheme is case-insensitive (RFC 9110); the token is not.
     let token = header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or(ApiError::Unauthenticated)?;
     accounts.verify(token.trim()).map(Some).map_err(|error| {
         tracing::debug!(%error, "refused an access token");
