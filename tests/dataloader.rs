@@ -40,14 +40,14 @@ async fn a_page_of_orders_loads_each_nested_field_in_one_batch() {
             .unwrap()
             .to_owned();
     }
-    order_until(&shop, &customer, &last, |s| s == "CONFIRMED").await;
+    order_until(&shop, &customer, &last, |o| o["status"] == "CONFIRMED").await;
 
     let handle = api::metrics::prometheus().expect("the app installed the recorder");
     let before = handle.render();
     let page = shop
         .ok(
             Some(&admin),
-            "{ orders(first: 6) { nodes { id lines { sku } statusTimeline { status } payments { status } } } }",
+            "{ orders(first: 6) { nodes { id lines { sku } statusTimeline { status } payments { status } subtotal { amount } shippingAddress { city } } } }",
             json!({}),
         )
         .await;
@@ -57,7 +57,12 @@ async fn a_page_of_orders_loads_each_nested_field_in_one_batch() {
         "{page}"
     );
     let after = handle.render();
-    for loader in ["order_lines", "order_timelines", "order_payments"] {
+    for loader in [
+        "order_lines",
+        "order_timelines",
+        "order_payments",
+        "order_details",
+    ] {
         let batches = counter(&after, "shopstream_graphql_loader_batches_total", loader)
             - counter(&before, "shopstream_graphql_loader_batches_total", loader);
         let keys = counter(&after, "shopstream_graphql_loader_keys_total", loader)

@@ -295,8 +295,13 @@ pub fn codes(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Polls an order until `done` holds for its status, within 30 s.
-pub async fn order_until(shop: &Shop, token: &str, id: &str, done: impl Fn(&str) -> bool) -> Value {
+/// Polls an order until `done` holds for it (its status, payments...), within 30 s.
+pub async fn order_until(
+    shop: &Shop,
+    token: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     testkit::eventually("the order to settle", Duration::from_secs(30), || async {
         let data = shop
             .ok(
@@ -308,8 +313,23 @@ pub async fn order_until(shop: &Shop, token: &str, id: &str, done: impl Fn(&str)
                 json!({ "id": id }),
             )
             .await;
-        let status = data["order"]["status"].as_str().unwrap_or("").to_owned();
-        done(&status).then_some(data["order"].clone())
+        done(&data["order"]).then_some(data["order"].clone())
+    })
+    .await
+}
+
+/// Polls a SKU's stock until it equals `expected` (fields `onHand`, `reserved`), within
+/// 30 s: the inventory read model is projected apart from the orders one.
+pub async fn stock_until(shop: &Shop, admin: &str, sku: &str, expected: Value) -> Value {
+    testkit::eventually("the stock to settle", Duration::from_secs(30), || async {
+        let data = shop
+            .ok(
+                Some(admin),
+                "query($sku: String!) { inventory(sku: $sku) { onHand reserved } }",
+                json!({ "sku": sku }),
+            )
+            .await;
+        (data["inventory"] == expected).then_some(data["inventory"].clone())
     })
     .await
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, Loader};
 use domain::{OrderId, ProductId};
 use projections::catalog::ProductDetail;
-use projections::orders::{OrderLineView, StatusChange};
+use projections::orders::{OrderDetail, OrderLineView, StatusChange};
 use projections::payments::PaymentView;
 use sqlx::PgPool;
 
@@ -40,6 +40,25 @@ impl Loader<ProductId> for ProductDetails {
     ) -> Result<HashMap<ProductId, Self::Value>, Self::Error> {
         count_batch("product_details", keys.len());
         let details = projections::catalog::products_by_ids(&self.0, keys)
+            .await
+            .map_err(load_error)?;
+        Ok(details
+            .into_iter()
+            .map(|(id, detail)| (id, Arc::new(detail)))
+            .collect())
+    }
+}
+
+/// Orders with their detail (shipment, cancellation, refund, address), by order.
+pub struct OrderDetails(pub PgPool);
+
+impl Loader<OrderId> for OrderDetails {
+    type Value = Arc<OrderDetail>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Self::Value>, Self::Error> {
+        count_batch("order_details", keys.len());
+        let details = projections::orders::details_by_ids(&self.0, keys)
             .await
             .map_err(load_error)?;
         Ok(details
@@ -109,6 +128,7 @@ impl Loader<OrderId> for OrderPayments {
 /// Adds a fresh set of loaders to a subscription connection's data.
 pub fn insert_into(data: &mut async_graphql::Data, pool: &PgPool) {
     data.insert(DataLoader::new(ProductDetails(pool.clone()), tokio::spawn));
+    data.insert(DataLoader::new(OrderDetails(pool.clone()), tokio::spawn));
     data.insert(DataLoader::new(OrderLines(pool.clone()), tokio::spawn));
     data.insert(DataLoader::new(OrderTimelines(pool.clone()), tokio::spawn));
     data.insert(DataLoader::new(OrderPayments(pool.clone()), tokio::spawn));
@@ -118,6 +138,7 @@ pub fn insert_into(data: &mut async_graphql::Data, pool: &PgPool) {
 pub fn add_to(request: async_graphql::Request, pool: &PgPool) -> async_graphql::Request {
     request
         .data(DataLoader::new(ProductDetails(pool.clone()), tokio::spawn))
+        .data(DataLoader::new(OrderDetails(pool.clone()), tokio::spawn))
         .data(DataLoader::new(OrderLines(pool.clone()), tokio::spawn))
         .data(DataLoader::new(OrderTimelines(pool.clone()), tokio::spawn))
         .data(DataLoader::new(OrderPayments(pool.clone()), tokio::spawn))

@@ -18,7 +18,7 @@ use super::catalog::owner_of;
 use super::context::{ContextExt, Position};
 use super::error::{ApiError, ApiResult};
 use super::ids::{AccountId, CartId, GlobalId};
-use super::loaders::{OrderLines, OrderPayments, OrderTimelines};
+use super::loaders::{OrderDetails, OrderLines, OrderPayments, OrderTimelines};
 use super::money::{MoneyInput, MoneyV2};
 use super::outcome::{executed, Executed};
 use super::relay::{connection, page_request, UserError};
@@ -106,9 +106,11 @@ impl Order {
         if let Some(detail) = &self.detail {
             return Ok(detail.clone());
         }
-        orders_model::order(&ctx.services().db, self.summary.id)
-            .await?
-            .map(Arc::new)
+        // A page's orders load their details in one batch.
+        ctx.data_unchecked::<DataLoader<OrderDetails>>()
+            .load_one(self.summary.id)
+            .await
+            .map_err(ApiError::internal)?
             .ok_or(ApiError::NotFound("order"))
     }
 }
@@ -203,6 +205,8 @@ impl Order {
 
     /// The payments made for it, with their operations.
     async fn payments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Payment>> {
+        // Payments have their own read model: a read after a position waits for it too.
+        ctx.read(ReadModel::Payments).await?;
         let payments = ctx
             .data_unchecked::<DataLoader<OrderPayments>>()
             .load_one(self.summary.id)
@@ -597,6 +601,9 @@ pub struct OrderPayload {
     order_id: Option<OrderId>,
     user_errors: Vec<UserError>,
     position: Option<u64>,
+    /// Where a payment change was committed, when the mutation made one (refunds): the
+    /// payments read model is projected apart from the orders one.
+    payment_position: Option<u64>,
 }
 
 impl OrderPayload {
@@ -605,6 +612,7 @@ impl OrderPayload {
             order_id: None,
             user_errors: vec![error],
             position: None,
+            payment_position: None,
         }
     }
 
@@ -614,6 +622,7 @@ impl OrderPayload {
                 order_id: Some(order_id),
                 user_errors: Vec::new(),
                 position: Some(outcome.position),
+                payment_position: None,
             },
             Executed::Rejected(error) => Self::rejected(error),
         }
@@ -633,6 +642,12 @@ impl OrderPayload {
             .positions
             .wait_for(ReadModel::Orders, position)
             .await?;
+        if let Some(payment_position) = self.payment_position {
+            services
+                .positions
+                .wait_for(ReadModel::Payments, payment_position)
+                .await?;
+        }
         Ok(orders_model::order(&services.db, id)
             .await
             .map_err(ApiError::from)?
@@ -954,6 +969,7 @@ impl OrderMutation {
             order_id: Some(order_id),
             user_errors: Vec::new(),
             position: Some(position),
+            payment_position: Some(recorded.position),
         })
     }
 }

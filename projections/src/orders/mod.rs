@@ -29,9 +29,9 @@ use domain::order::OrderStatus;
 
 pub use projection::OrdersProjection;
 pub use query::{
-    customer_orders, lines_for_orders, order, orders, orders_by_ids, timelines_for_orders,
-    Cancellation, OrderDetail, OrderFilter, OrderLineView, OrderSummary, Refund, Shipping,
-    StatusChange,
+    customer_orders, details_by_ids, lines_for_orders, order, orders, orders_by_ids,
+    timelines_for_orders, Cancellation, OrderDetail, OrderFilter, OrderLineView, OrderSummary,
+    Refund, Shipping, StatusChange,
 };
 
 /// What became of the payment of an order, from whichever events say so.

@@ -182,6 +182,16 @@ struct DetailWithChildren {
     timeline: Json<Vec<TimelineColumns>>,
 }
 
+/// An order row with its lines and timeline aggregated as JSON, to be filtered.
+const DETAIL_SELECT: &str = "SELECT o.*,
+    (SELECT coalesce(json_agg(json_build_array(l.sku, l.quantity, l.unit_price_minor,
+                l.line_total_minor, l.currency) ORDER BY l.line_no), '[]'::json)
+       FROM orders.order_lines l WHERE l.order_id = o.order_id) AS lines,
+    (SELECT coalesce(json_agg(json_build_array(t.status, t.occurred_at, t.reason,
+                t.position) ORDER BY t.position, t.event_index), '[]'::json)
+       FROM orders.status_timeline t WHERE t.order_id = o.order_id) AS timeline
+ FROM orders.orders o";
+
 /// One order with its lines and timeline; `None` when the read model does not know it.
 ///
 /// # Errors
@@ -189,28 +199,43 @@ struct DetailWithChildren {
 pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sqlx::Error> {
     // One statement (lines and timeline aggregated as JSON): a single round trip, which
     // is most of the cost of reading one order.
-    let found: Option<DetailWithChildren> = sqlx::query_as(
-        "SELECT o.*,
-            (SELECT coalesce(json_agg(json_build_array(l.sku, l.quantity, l.unit_price_minor,
-                        l.line_total_minor, l.currency) ORDER BY l.line_no), '[]'::json)
-               FROM orders.order_lines l WHERE l.order_id = o.order_id) AS lines,
-            (SELECT coalesce(json_agg(json_build_array(t.status, t.occurred_at, t.reason,
-                        t.position) ORDER BY t.position, t.event_index), '[]'::json)
-               FROM orders.status_timeline t WHERE t.order_id = o.order_id) AS timeline
-         FROM orders.orders o WHERE o.order_id = $1",
-    )
-    .bind(id.as_uuid())
-    .fetch_optional(pool)
-    .await?;
-    let Some(DetailWithChildren {
+    let found: Option<DetailWithChildren> =
+        sqlx::query_as(&format!("{DETAIL_SELECT} WHERE o.order_id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(pool)
+            .await?;
+    found.map(detail_from).transpose()
+}
+
+/// Each of `ids` with its lines and timeline, in one statement whatever their number:
+/// the loader behind the detail fields of a page of orders. An order the read model
+/// does not know has no entry.
+///
+/// # Errors
+/// When PostgreSQL fails or holds a value this code cannot read.
+pub async fn details_by_ids(
+    pool: &PgPool,
+    ids: &[OrderId],
+) -> Result<HashMap<OrderId, OrderDetail>, sqlx::Error> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let found: Vec<DetailWithChildren> =
+        sqlx::query_as(&format!("{DETAIL_SELECT} WHERE o.order_id = ANY($1)"))
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+    found
+        .into_iter()
+        .map(|found| detail_from(found).map(|detail| (detail.summary.id, detail)))
+        .collect()
+}
+
+/// An order's detail from its row, lines and timeline.
+fn detail_from(found: DetailWithChildren) -> Result<OrderDetail, sqlx::Error> {
+    let DetailWithChildren {
         record,
         lines: Json(lines),
         timeline: Json(timeline),
-    }) = found
-    else {
-        return Ok(None);
-    };
-
+    } = found;
     let currency = record.summary.currency.clone();
     let shipping = match (record.carrier, record.tracking, record.shipped_at) {
         (Some(carrier), Some(tracking), Some(shipped_at)) => Some(Shipping {
@@ -245,7 +270,7 @@ pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sq
         }),
         _ => None,
     };
-    Ok(Some(OrderDetail {
+    Ok(OrderDetail {
         subtotal: money(record.subtotal_minor, &currency)?,
         summary: record.summary.try_into()?,
         payment_id: record.payment_id.map(PaymentId),
@@ -267,7 +292,7 @@ pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sq
             .into_iter()
             .map(|(status, at, reason, position)| status_change(&status, at, reason, position))
             .collect::<Result<_, sqlx::Error>>()?,
-    }))
+    })
 }
 
 /// A customer's orders, newest first (by `placed_at`, then id): the page `page` asks for,
