@@ -419,14 +419,7 @@ pub async fn dlq_bulk(settings: &Settings, bulk: BulkAction) -> anyhow::Result<(
     }
 
     let interrupted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Ordering::SeqCst);
-            }
-        })
-    };
+    let watcher = watch_for_interrupt(Arc::clone(&interrupted))?;
     let bar = ProgressBar::new(u64::try_from(preview.sequences).unwrap_or(0));
     bar.set_style(
         ProgressStyle::with_template(
@@ -619,6 +612,25 @@ pub async fn dlq_act(
         bail!("the head of the sequence still fails; it stays parked");
     }
     Ok(())
+}
+
+/// Sets `interrupted` on Ctrl-C (SIGINT) instead of ending the process, so that a bulk
+/// action stops between sequences. The handler is in place when this returns.
+fn watch_for_interrupt(
+    interrupted: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(tokio::spawn(async move {
+        #[cfg(unix)]
+        let received = signal.recv().await.is_some();
+        #[cfg(not(unix))]
+        let received = tokio::signal::ctrl_c().await.is_ok();
+        if received {
+            interrupted.store(true, Ordering::SeqCst);
+        }
+    }))
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

@@ -200,7 +200,8 @@ struct Shop {
     jetstream: async_nats::jetstream::Context,
 }
 
-/// A SKU whose stock rows the `refuse_poison` trigger refuses while it exists.
+/// A SKU whose stock rows the `refuse_poison` trigger refuses while it exists (as it
+/// does every SKU starting with `POISON-`).
 const POISON: &str = "POISON-1";
 
 impl Shop {
@@ -256,7 +257,7 @@ impl Shop {
         sqlx::raw_sql(
             "CREATE FUNCTION public.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
-               IF NEW.sku = 'POISON-1' THEN RAISE EXCEPTION 'poisoned sku %', NEW.sku; END IF;
+               IF NEW.sku LIKE 'POISON-%' THEN RAISE EXCEPTION 'poisoned sku %', NEW.sku; END IF;
                RETURN NEW;
              END $$;
              CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON inventory.stock_levels
@@ -281,7 +282,17 @@ impl Shop {
             projections::registry::by_name("inventory").unwrap(),
             self.db.pool.clone(),
             self.jetstream.clone(),
-            projections::runtime::ProjectorConfig::default(),
+            // Quick retries: a poisoned commit is parked after three attempts in well
+            // under a second.
+            projections::runtime::ProjectorConfig {
+                retry: projections::runtime::RetryPolicy {
+                    max_attempts: 3,
+                    initial_backoff: std::time::Duration::from_millis(20),
+                    max_backoff: std::time::Duration::from_millis(200),
+                },
+                standby_poll: std::time::Duration::from_millis(100),
+                ..projections::runtime::ProjectorConfig::default()
+            },
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(projector.run(async {
@@ -289,7 +300,7 @@ impl Shop {
         }));
         testkit::eventually(
             "the inventory projector to reach the last position",
-            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(90),
             || async {
                 let position: Option<i64> = sqlx::query_scalar(
                     "SELECT position FROM projector_positions WHERE projector = 'inventory'",
@@ -610,4 +621,93 @@ async fn streams_info_shows_the_stream_and_each_consumers_lag() {
     let text = shop.run(&["streams", "info"]);
     assert!(text.status.success(), "{}", stderr(&text));
     assert!(stdout(&text).contains("lagging"), "{}", stdout(&text));
+}
+
+#[tokio::test]
+async fn an_interrupted_bulk_retry_leaves_each_sequence_done_or_parked_and_a_rerun_finishes() {
+    let shop = Shop::start().await;
+    shop.poison().await;
+    let skus = ["POISON-1", "POISON-2", "POISON-3", "POISON-4", "POISON-5"];
+    let mut last = 0;
+    for sku in skus {
+        shop.receive(sku, 1, 1).await;
+        last = shop.receive(sku, 2, 2).await;
+    }
+    shop.project_inventory_up_to(last).await;
+    assert_eq!(shop.parked().await.len(), 10);
+    shop.fix().await;
+
+    // Two sequences a second: interrupted after the first action.
+    let child = Command::new(env!("CARGO_BIN_EXE_shopstream"))
+        .args([
+            "dlq", "retry", "--all", "-f", "--rate", "2", "--reason", "fixed",
+        ])
+        .env("NATS_URL", shop.nats.url())
+        .env("DATABASE_URL", &shop.db.url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    testkit::eventually(
+        "the first sequence retried",
+        std::time::Duration::from_secs(20),
+        || async { (shop.actions().await >= 1).then_some(()) },
+    )
+    .await;
+    let interrupt = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let interrupted = child.wait_with_output().unwrap();
+    assert_eq!(
+        interrupted.status.code(),
+        Some(1),
+        "{}",
+        stderr(&interrupted)
+    );
+    assert!(
+        stderr(&interrupted).contains("interrupted"),
+        "{}",
+        stderr(&interrupted)
+    );
+
+    // Every sequence is all applied or all parked, never half.
+    let state = || async {
+        let mut done = 0;
+        for sku in skus {
+            let parked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM dead_letters WHERE status = 'parked' AND aggregate_id = $1",
+            )
+            .bind(sku)
+            .fetch_one(&shop.db.pool)
+            .await
+            .unwrap();
+            let on_hand: Option<i64> =
+                sqlx::query_scalar("SELECT on_hand FROM inventory.stock_levels WHERE sku = $1")
+                    .bind(sku)
+                    .fetch_optional(&shop.db.pool)
+                    .await
+                    .unwrap();
+            match (parked, on_hand) {
+                (0, Some(3)) => done += 1,
+                (2, None) => {}
+                other => panic!("{sku} is half done: {other:?}"),
+            }
+        }
+        done
+    };
+    let done = state().await;
+    assert!((1..skus.len()).contains(&done), "{done} sequences done");
+
+    let rerun = shop.run(&["dlq", "retry", "--all", "-f", "--reason", "fixed"]);
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    assert!(
+        stdout(&rerun).contains(&format!("{} sequences: {0} resolved", skus.len() - done)),
+        "{}",
+        stdout(&rerun)
+    );
+    assert_eq!(state().await, skus.len());
 }
