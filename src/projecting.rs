@@ -318,16 +318,23 @@ pub async fn dlq_history(
         return Ok(());
     }
     println!(
-        "{:<32} {:<10} {:<10} {:<30} {:<20} {:<24} OUTCOME",
-        "AT", "ACTION", "CONSUMER", "AGGREGATE", "ACTOR", "REASON"
+        "{:<32} {:<10} {:<10} {:<30} {:<16} {:<20} {:<24} OUTCOME",
+        "AT", "ACTION", "CONSUMER", "AGGREGATE", "POSITIONS", "ACTOR", "REASON"
     );
     for a in actions {
+        let positions = a
+            .positions
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         println!(
-            "{:<32} {:<10} {:<10} {:<30} {:<20} {:<24} {}",
+            "{:<32} {:<10} {:<10} {:<30} {:<16} {:<20} {:<24} {}",
             a.at.to_rfc3339(),
             a.action,
             a.consumer,
             format!("{}/{}", a.aggregate_type, a.aggregate_id),
+            positions,
             a.actor,
             a.reason,
             a.outcome
@@ -410,6 +417,11 @@ pub async fn dlq_bulk(settings: &Settings, bulk: BulkAction) -> anyhow::Result<(
     );
     println!("  consumers:  {}", list(&preview.consumers));
     println!("  aggregates: {}", list(&preview.aggregate_types));
+    for (consumer, _) in &preview.consumers {
+        if registry::by_name(consumer).is_none() {
+            println!("  note: `{consumer}` is not a projection; its sequences stay parked and are counted (the saga's have `shopstream sagas`)");
+        }
+    }
     if bulk.dry_run {
         println!("dry run: nothing changed");
         return Ok(());
