@@ -6,6 +6,7 @@ pub mod api_role;
 pub mod projecting;
 pub mod saga_role;
 pub mod settings;
+pub mod streams;
 
 use std::future::Future;
 use std::net::SocketAddr;

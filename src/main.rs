@@ -1,7 +1,7 @@
 //! `shopstream`: one binary, one subcommand per role or operator task.
 
 use clap::{Args, Parser, Subcommand};
-use projections::dead_letters::Action;
+use projections::dead_letters::{Action, DeadLetterFilter, SequenceSelector};
 use shopstream::projecting;
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
 use shopstream::{ApiSettings, LogFormat, Settings};
@@ -49,6 +49,9 @@ enum Command {
     /// The sequenced dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The event stream: size, range and every consumer's lag.
+    #[command(subcommand)]
+    Streams(StreamsCommand),
     /// Run the order saga: drive placed orders to confirmation or compensation (every
     /// replica shares the work).
     Saga {
@@ -151,6 +154,30 @@ enum ProjectionsCommand {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Recompute a read model from the log beside the live one and report every row
+    /// that differs (exit code 2 when any does).
+    Verify {
+        /// The projection (catalog, inventory, orders, payments, sagas, sales, notifier).
+        name: String,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamsCommand {
+    /// Messages, bytes, first and last position of the event stream, and every
+    /// consumer's pending, ack pending, redelivered and last delivered position.
+    Info {
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,7 +187,13 @@ enum DlqCommand {
         /// Only this consumer.
         #[arg(long)]
         consumer: Option<String>,
-        /// Group by error fingerprint with counts and oldest age.
+        /// Only this aggregate type, or one aggregate as `type:id`.
+        #[arg(long)]
+        aggregate: Option<String>,
+        /// Only entries whose error contains this text.
+        #[arg(long)]
+        error: Option<String>,
+        /// Group by error fingerprint with counts, consumers and oldest age.
         #[arg(long)]
         group: bool,
         /// Print JSON.
@@ -169,18 +202,68 @@ enum DlqCommand {
         #[command(flatten)]
         settings: Settings,
     },
-    /// Apply the parked sequence holding <ID> in order; stops at the first failure.
+    /// One entry: its decoded commit, error, attempts, failure times and the parked
+    /// commits of its aggregate behind it.
+    Show {
+        /// A dead-letter id (from `dlq list`).
+        id: uuid::Uuid,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Every operator action on the queue, newest first.
+    History {
+        /// Only this consumer.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Apply the parked sequence holding <ID> (or every selected one) in order; stops
+    /// at the first failure.
     Retry(DlqAction),
-    /// Mark the head of the sequence holding <ID> as not applied, then retry the rest.
+    /// Mark the head of the sequence holding <ID> (or of every selected one) as not
+    /// applied, then retry the rest.
     Skip(DlqAction),
-    /// Mark the whole sequence holding <ID> as not applied.
+    /// Mark the whole sequence holding <ID> (or every selected one) as not applied.
     Discard(DlqAction),
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("bulk").args(["all", "group"]).multiple(false))]
 struct DlqAction {
     /// A dead-letter id (from `dlq list`).
-    id: uuid::Uuid,
+    #[arg(required_unless_present_any = ["all", "group"], conflicts_with_all = ["all", "group"])]
+    id: Option<uuid::Uuid>,
+    /// Every parked sequence (of `--consumer`, if given).
+    #[arg(long, conflicts_with = "group")]
+    all: bool,
+    /// Every parked sequence whose head failed with this error fingerprint.
+    #[arg(long, value_name = "FINGERPRINT")]
+    group: Option<String>,
+    /// With --all or --group: only this consumer's sequences.
+    #[arg(long, requires = "bulk")]
+    consumer: Option<String>,
+    /// With --all or --group: print what would be done and change nothing.
+    #[arg(long, requires = "bulk")]
+    dry_run: bool,
+    /// With --all or --group: do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+    /// Sequences read per page.
+    #[arg(long, default_value_t = 100)]
+    chunk: u32,
+    /// At most this many sequences per second (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
     /// Why; recorded with the action.
     #[arg(long)]
     reason: String,
@@ -213,9 +296,15 @@ impl Command {
             | Command::Project(settings) => settings,
             Command::Projections(
                 ProjectionsCommand::Status { settings, .. }
-                | ProjectionsCommand::Rebuild { settings, .. },
+                | ProjectionsCommand::Rebuild { settings, .. }
+                | ProjectionsCommand::Verify { settings, .. },
             ) => settings,
-            Command::Dlq(DlqCommand::List { settings, .. })
+            Command::Streams(StreamsCommand::Info { settings, .. }) => settings,
+            Command::Dlq(
+                DlqCommand::List { settings, .. }
+                | DlqCommand::Show { settings, .. }
+                | DlqCommand::History { settings, .. },
+            )
             | Command::Dlq(
                 DlqCommand::Retry(DlqAction { settings, .. })
                 | DlqCommand::Skip(DlqAction { settings, .. })
@@ -264,12 +353,50 @@ async fn main() -> anyhow::Result<()> {
             force,
             settings,
         }) => projecting::projections_rebuild(&settings, &name, force).await,
+        Command::Projections(ProjectionsCommand::Verify {
+            name,
+            json,
+            settings,
+        }) => {
+            if !projecting::projections_verify(&settings, &name, json).await? {
+                // Rows differ: a distinct exit code, as `diff` has.
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Streams(StreamsCommand::Info { json, settings }) => {
+            shopstream::streams::streams_info(&settings, json).await
+        }
         Command::Dlq(DlqCommand::List {
             consumer,
+            aggregate,
+            error,
             group,
             json,
             settings,
-        }) => projecting::dlq_list(&settings, consumer, group, json).await,
+        }) => {
+            let (aggregate_type, aggregate_id) = aggregate
+                .as_deref()
+                .map(projecting::parse_aggregate)
+                .unzip();
+            let filter = DeadLetterFilter {
+                consumer,
+                aggregate_type,
+                aggregate_id: aggregate_id.flatten(),
+                error_contains: error,
+                ..DeadLetterFilter::default()
+            };
+            projecting::dlq_list(&settings, filter, group, json).await
+        }
+        Command::Dlq(DlqCommand::Show { id, json, settings }) => {
+            projecting::dlq_show(&settings, id, json).await
+        }
+        Command::Dlq(DlqCommand::History {
+            consumer,
+            limit,
+            json,
+            settings,
+        }) => projecting::dlq_history(&settings, consumer.as_deref(), limit, json).await,
         Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry).await,
         Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip).await,
         Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard).await,
@@ -306,14 +433,24 @@ async fn saga_act(args: SagaActionArgs, action: SagaAction) -> anyhow::Result<()
 }
 
 async fn act(action: DlqAction, kind: Action) -> anyhow::Result<()> {
-    projecting::dlq_act(
-        &action.settings,
-        action.id,
-        kind,
-        &action.actor,
-        &action.reason,
-    )
-    .await
+    if let Some(id) = action.id {
+        return projecting::dlq_act(&action.settings, id, kind, &action.actor, &action.reason)
+            .await;
+    }
+    let bulk = projecting::BulkAction {
+        selector: SequenceSelector {
+            consumer: action.consumer,
+            fingerprint: action.group,
+        },
+        action: kind,
+        actor: action.actor,
+        reason: action.reason,
+        force: action.force,
+        dry_run: action.dry_run,
+        chunk: action.chunk,
+        rate: action.rate,
+    };
+    projecting::dlq_bulk(&action.settings, bulk).await
 }
 
 fn init_tracing(format: LogFormat) {

@@ -1,13 +1,16 @@
 //! The projector role and the operator commands on projections and dead letters.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_nats::jetstream;
 use indicatif::{ProgressBar, ProgressStyle};
-use projections::dead_letters::{self, Action, DeadLetterFilter};
-use projections::runtime::{rebuild, Projector, ProjectorConfig, RebuildOptions};
+use projections::dead_letters::{
+    self, Action, DeadLetterError, DeadLetterFilter, SequenceSelector,
+};
+use projections::runtime::{rebuild, verify, Projector, ProjectorConfig, RebuildOptions};
 use projections::{registry, Projection};
 use tracing::info;
 
@@ -178,13 +181,22 @@ pub async fn projections_rebuild(
     Ok(())
 }
 
+/// Splits `--aggregate` (`type` or `type:id`) into its parts.
+#[must_use]
+pub fn parse_aggregate(aggregate: &str) -> (String, Option<String>) {
+    match aggregate.split_once(':') {
+        Some((kind, id)) => (kind.to_owned(), Some(id.to_owned())),
+        None => (aggregate.to_owned(), None),
+    }
+}
+
 /// `shopstream dlq list`.
 ///
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn dlq_list(
     settings: &Settings,
-    consumer: Option<String>,
+    filter: DeadLetterFilter,
     grouped: bool,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -195,47 +207,401 @@ pub async fn dlq_list(
             println!("{}", serde_json::to_string_pretty(&groups)?);
         } else {
             println!(
-                "{:<12} {:>6} {:>10} {:<26} ERROR",
-                "CONSUMER", "COUNT", "AGGREGATES", "OLDEST"
+                "{:<16} {:>9} {:>7} {:<20} {:>10} ERROR",
+                "FINGERPRINT", "SEQUENCES", "COMMITS", "CONSUMERS", "OLDEST"
             );
             for g in groups {
                 println!(
-                    "{:<12} {:>6} {:>10} {:<26} {}",
-                    g.consumer,
-                    g.count,
-                    g.aggregates,
-                    g.oldest.to_rfc3339(),
+                    "{:<16} {:>9} {:>7} {:<20} {:>10} {}",
+                    g.error_fingerprint,
+                    g.sequences,
+                    g.commits,
+                    g.consumers.join(","),
+                    age(g.oldest),
                     g.example_error
                 );
             }
         }
         return Ok(());
     }
-    let filter = DeadLetterFilter {
-        consumer,
-        ..DeadLetterFilter::default()
-    };
     let entries = dead_letters::list(&db, &filter, 1000).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
     println!(
-        "{:<36} {:<10} {:>9} {:<30} {:>8} ERROR",
-        "ID", "CONSUMER", "POSITION", "AGGREGATE", "ATTEMPTS"
+        "{:<36} {:<10} {:>9} {:<30} {:>8} {:<16} ERROR",
+        "ID", "CONSUMER", "POSITION", "AGGREGATE", "ATTEMPTS", "FINGERPRINT"
     );
     for d in entries {
         println!(
-            "{:<36} {:<10} {:>9} {:<30} {:>8} {}",
+            "{:<36} {:<10} {:>9} {:<30} {:>8} {:<16} {}",
             d.id,
             d.consumer,
             d.position,
             format!("{}/{}", d.aggregate_type, d.aggregate_id),
             d.attempts,
+            d.error_fingerprint,
             d.error
         );
     }
     Ok(())
+}
+
+/// How long ago `at` was, rounded for people (`42s`, `17m`, `5h`, `3d`).
+fn age(at: chrono::DateTime<chrono::Utc>) -> String {
+    let seconds = (chrono::Utc::now() - at).num_seconds().max(0);
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86_400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86_400),
+    }
+}
+
+/// `shopstream dlq show <id>`: the entry, its decoded commit and what waits behind it.
+///
+/// # Errors
+/// Unknown id, or PostgreSQL failures.
+pub async fn dlq_show(settings: &Settings, id: uuid::Uuid, json: bool) -> anyhow::Result<()> {
+    let db = migrated_database(settings).await?;
+    let detail = dead_letters::detail(&db, id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&detail)?);
+        return Ok(());
+    }
+    let d = &detail.entry;
+    println!("id           {}", d.id);
+    println!("consumer     {}", d.consumer);
+    println!("position     {}", d.position);
+    println!("aggregate    {}/{}", d.aggregate_type, d.aggregate_id);
+    println!("status       {}", d.status);
+    match d.blocked_by {
+        Some(head) => println!("blocked by   position {head}"),
+        None => println!("blocked by   - (the head of its sequence)"),
+    }
+    println!("error        {}", d.error);
+    println!("fingerprint  {}", d.error_fingerprint);
+    println!("attempts     {}", d.attempts);
+    println!("mode         {}", d.mode);
+    println!("first failed {}", detail.first_failure_at.to_rfc3339());
+    println!("last failed  {}", detail.last_failure_at.to_rfc3339());
+    if let Some(resolved) = d.resolved_at {
+        println!("resolved     {}", resolved.to_rfc3339());
+    }
+    match (&detail.commit, &detail.decode_error) {
+        (Some(commit), _) => println!("commit\n{}", serde_json::to_string_pretty(commit)?),
+        (None, Some(error)) => println!("commit       does not decode: {error}"),
+        (None, None) => {}
+    }
+    println!("behind it    {} parked", detail.behind.len());
+    for b in &detail.behind {
+        println!("  {} position {}", b.id, b.position);
+    }
+    Ok(())
+}
+
+/// `shopstream dlq history`: operator actions, newest first.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn dlq_history(
+    settings: &Settings,
+    consumer: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let db = migrated_database(settings).await?;
+    let actions = dead_letters::history(&db, consumer, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&actions)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<10} {:<10} {:<30} {:<16} {:<20} {:<24} OUTCOME",
+        "AT", "ACTION", "CONSUMER", "AGGREGATE", "POSITIONS", "ACTOR", "REASON"
+    );
+    for a in actions {
+        let positions = a
+            .positions
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        println!(
+            "{:<32} {:<10} {:<10} {:<30} {:<16} {:<20} {:<24} {}",
+            a.at.to_rfc3339(),
+            a.action,
+            a.consumer,
+            format!("{}/{}", a.aggregate_type, a.aggregate_id),
+            positions,
+            a.actor,
+            a.reason,
+            a.outcome
+        );
+    }
+    Ok(())
+}
+
+/// How a bulk dead-letter action runs.
+#[derive(Debug, Clone)]
+pub struct BulkAction {
+    pub selector: SequenceSelector,
+    pub action: Action,
+    pub actor: String,
+    pub reason: String,
+    /// Do not ask for confirmation.
+    pub force: bool,
+    /// Print the preview and change nothing.
+    pub dry_run: bool,
+    /// Sequences read per page.
+    pub chunk: u32,
+    /// At most this many sequences per second; 0 for no limit.
+    pub rate: u32,
+}
+
+/// What a bulk action did.
+#[derive(Debug, Default, serde::Serialize)]
+struct BulkSummary {
+    sequences: u64,
+    /// Sequences now fully resolved.
+    resolved: u64,
+    /// Sequences whose head still fails (or that could not be acted on): still parked.
+    failed: u64,
+    applied_commits: u64,
+    dropped_commits: u64,
+    interrupted: bool,
+}
+
+/// `shopstream dlq retry|skip|discard --all|--group <fingerprint>`: previews, asks,
+/// then acts on each selected sequence in its own transaction, page by page.
+///
+/// Each sequence is one transaction, in position order within its aggregate, so an
+/// interruption (Ctrl-C is honoured between sequences) leaves every sequence either
+/// done or still parked, and running the command again continues with what is parked.
+///
+/// # Errors
+/// An unknown fingerprint or consumer, no confirmation, a sequence that still fails,
+/// an interruption, or PostgreSQL failures.
+pub async fn dlq_bulk(settings: &Settings, bulk: BulkAction) -> anyhow::Result<()> {
+    if bulk.reason.trim().is_empty() {
+        bail!("a reason is required (--reason)");
+    }
+    let db = migrated_database(settings).await?;
+    let preview = dead_letters::preview(&db, &bulk.selector).await?;
+    if preview.sequences == 0 {
+        if let Some(fingerprint) = &bulk.selector.fingerprint {
+            bail!("no parked sequence whose head failed with fingerprint `{fingerprint}` (see `dlq list --group`); nothing changed");
+        }
+        if let Some(consumer) = &bulk.selector.consumer {
+            bail!("no parked sequence for consumer `{consumer}`; nothing changed");
+        }
+        println!("nothing parked; nothing to do");
+        return Ok(());
+    }
+    let verb = match bulk.action {
+        Action::Retry => "retry",
+        Action::Skip => "skip the head of",
+        Action::Discard => "discard",
+    };
+    let list = |counts: &[(String, i64)]| {
+        counts
+            .iter()
+            .map(|(name, count)| format!("{name} ({count})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "would {verb} {} parked sequences holding {} commits",
+        preview.sequences, preview.commits
+    );
+    println!("  consumers:  {}", list(&preview.consumers));
+    println!("  aggregates: {}", list(&preview.aggregate_types));
+    for (consumer, _) in &preview.consumers {
+        if registry::by_name(consumer).is_none() {
+            println!("  note: `{consumer}` is not a projection; its sequences stay parked and are counted (the saga's have `shopstream sagas`)");
+        }
+    }
+    if bulk.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    if !bulk.force && !confirm("Go ahead? [y/N] ")? {
+        bail!("not confirmed; nothing changed (pass -f to skip the question)");
+    }
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watcher = watch_for_interrupt(Arc::clone(&interrupted))?;
+    let bar = ProgressBar::new(u64::try_from(preview.sequences).unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} sequences ({per_sec}, {eta} left) {msg}",
+        )
+        .context("progress template")?,
+    );
+    let mut pace = (bulk.rate > 0).then(|| {
+        let mut interval =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(bulk.rate)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    let mut summary = BulkSummary::default();
+    let mut after: Option<dead_letters::ParkedSequence> = None;
+    'pages: loop {
+        let page = dead_letters::sequences_page(
+            &db,
+            &bulk.selector,
+            after.as_ref(),
+            i64::from(bulk.chunk.max(1)),
+        )
+        .await?;
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        for sequence in page {
+            if interrupted.load(Ordering::SeqCst) {
+                summary.interrupted = true;
+                break 'pages;
+            }
+            if let Some(pace) = pace.as_mut() {
+                pace.tick().await;
+            }
+            summary.sequences += 1;
+            let outcome = match projection_named(&sequence.consumer) {
+                Ok(projection) => dead_letters::act(
+                    &db,
+                    &projection,
+                    &sequence,
+                    bulk.action,
+                    &bulk.actor,
+                    &bulk.reason,
+                )
+                .await
+                .map_err(anyhow::Error::from),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(outcome) => {
+                    summary.applied_commits += outcome.applied.len() as u64;
+                    summary.dropped_commits += outcome.dropped.len() as u64;
+                    if outcome.error.is_some() {
+                        summary.failed += 1;
+                    } else {
+                        summary.resolved += 1;
+                    }
+                }
+                // Someone else resolved it since the page was read: nothing to do.
+                Err(error)
+                    if matches!(
+                        error.downcast_ref::<DeadLetterError>(),
+                        Some(DeadLetterError::NothingParked { .. })
+                    ) => {}
+                Err(error) => {
+                    summary.failed += 1;
+                    tracing::warn!(
+                        consumer = %sequence.consumer,
+                        aggregate_type = %sequence.aggregate_type,
+                        aggregate_id = %sequence.aggregate_id,
+                        error = %error,
+                        "dead-letter sequence not acted on"
+                    );
+                }
+            }
+            bar.inc(1);
+            bar.set_message(format!("{} still parked", summary.failed));
+        }
+        after = Some(last);
+    }
+    bar.finish_and_clear();
+    watcher.abort();
+    println!(
+        "{} sequences: {} resolved, {} still parked; {} commits applied, {} dropped",
+        summary.sequences,
+        summary.resolved,
+        summary.failed,
+        summary.applied_commits,
+        summary.dropped_commits
+    );
+    if summary.interrupted {
+        bail!(
+            "interrupted; every sequence is either done or still parked: run it again to continue"
+        );
+    }
+    if summary.failed > 0 {
+        bail!(
+            "{} sequences still fail and stay parked (see `dlq list`)",
+            summary.failed
+        );
+    }
+    Ok(())
+}
+
+/// `shopstream projections verify <name>`: recomputes the read model from the log into
+/// a scratch schema at the live position and compares it with the live tables.
+/// Returns whether they are identical.
+///
+/// # Errors
+/// Unknown projection, another verification running, or NATS/PostgreSQL failures; the
+/// live tables are only read, and the scratch schema is dropped in every case.
+pub async fn projections_verify(
+    settings: &Settings,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let projection = projection_named(name)?;
+    let nats = connect_nats(settings).await?;
+    let db = migrated_database(settings).await?;
+    let jetstream = jetstream::new(nats);
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} commits replayed ({per_sec})",
+        )
+        .context("progress template")?,
+    );
+    let report = verify(
+        projection,
+        &db,
+        &jetstream,
+        &RebuildOptions::default(),
+        |p| {
+            bar.set_length(p.commits + p.remaining);
+            bar.set_position(p.commits);
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    let identical = report.differences.is_empty();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(identical);
+    }
+    println!(
+        "verified `{}` at position {}: {} commits replayed ({} parked), {} tables",
+        report.projection,
+        report.position,
+        report.commits,
+        report.parked,
+        report.tables.len()
+    );
+    if !report.ignored_columns.is_empty() {
+        println!("not compared: {}", report.ignored_columns.join(", "));
+    }
+    if identical {
+        println!("identical");
+        return Ok(true);
+    }
+    println!("{} rows differ:", report.differences.len());
+    let show = |row: &Option<serde_json::Value>| {
+        row.as_ref()
+            .map_or_else(|| "(missing)".to_owned(), serde_json::Value::to_string)
+    };
+    for d in &report.differences {
+        println!("{} {}", d.table, d.key);
+        println!("  live:       {}", show(&d.live));
+        println!("  recomputed: {}", show(&d.recomputed));
+    }
+    Ok(false)
 }
 
 /// `shopstream dlq retry|skip|discard <id>`: acts on the parked sequence holding `id`.
@@ -258,6 +624,25 @@ pub async fn dlq_act(
         bail!("the head of the sequence still fails; it stays parked");
     }
     Ok(())
+}
+
+/// Sets `interrupted` on Ctrl-C (SIGINT) instead of ending the process, so that a bulk
+/// action stops between sequences. The handler is in place when this returns.
+fn watch_for_interrupt(
+    interrupted: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(tokio::spawn(async move {
+        #[cfg(unix)]
+        let received = signal.recv().await.is_some();
+        #[cfg(not(unix))]
+        let received = tokio::signal::ctrl_c().await.is_ok();
+        if received {
+            interrupted.store(true, Ordering::SeqCst);
+        }
+    }))
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

@@ -51,17 +51,22 @@ pub struct DeadLetterFilter {
     pub aggregate_type: Option<String>,
     pub aggregate_id: Option<String>,
     pub fingerprint: Option<String>,
+    /// Only entries whose error contains this text.
+    pub error_contains: Option<String>,
     /// `parked` when `None`.
     pub status: Option<String>,
 }
 
-/// Parked entries sharing one error fingerprint.
+/// Parked sequences whose head failed with one error fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct DeadLetterGroup {
-    pub consumer: String,
     pub error_fingerprint: String,
-    pub count: i64,
-    pub aggregates: i64,
+    /// Parked sequences (aggregates per consumer) whose head has this fingerprint.
+    pub sequences: i64,
+    /// Parked commits in those sequences, heads and the ones behind them.
+    pub commits: i64,
+    pub consumers: Vec<String>,
+    /// When the oldest head was parked.
     pub oldest: DateTime<Utc>,
     pub example_error: String,
 }
@@ -129,6 +134,7 @@ pub async fn list(
             AND ($3::text IS NULL OR aggregate_id = $3)
             AND ($4::text IS NULL OR error_fingerprint = $4)
             AND status = coalesce($5, 'parked')
+            AND ($7::text IS NULL OR strpos(error, $7) > 0)
           ORDER BY consumer, position
           LIMIT $6",
     )
@@ -138,6 +144,7 @@ pub async fn list(
     .bind(&filter.fingerprint)
     .bind(&filter.status)
     .bind(limit)
+    .bind(&filter.error_contains)
     .fetch_all(pool)
     .await
 }
@@ -166,18 +173,24 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<Option<(DeadLetter, Vec<u8>
     Ok(Some((entry, payload)))
 }
 
-/// Parked entries grouped by consumer and error fingerprint, largest group first.
+/// Parked sequences grouped by the error fingerprint of their head, largest group first.
 ///
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn groups(pool: &PgPool) -> Result<Vec<DeadLetterGroup>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT consumer, error_fingerprint, count(*) AS count,
-                count(DISTINCT (aggregate_type, aggregate_id)) AS aggregates,
-                min(parked_at) AS oldest, min(error) AS example_error
-           FROM public.dead_letters WHERE status = 'parked' AND blocked_by IS NULL
-          GROUP BY consumer, error_fingerprint
-          ORDER BY count(*) DESC, consumer",
+        "SELECT h.error_fingerprint,
+                count(DISTINCT (h.consumer, h.aggregate_type, h.aggregate_id)) AS sequences,
+                count(*) AS commits,
+                array_agg(DISTINCT h.consumer ORDER BY h.consumer) AS consumers,
+                min(h.parked_at) AS oldest, min(h.error) AS example_error
+           FROM public.dead_letters h
+           JOIN public.dead_letters d
+             ON d.consumer = h.consumer AND d.aggregate_type = h.aggregate_type
+            AND d.aggregate_id = h.aggregate_id AND d.status = 'parked'
+          WHERE h.status = 'parked' AND h.blocked_by IS NULL
+          GROUP BY h.error_fingerprint
+          ORDER BY sequences DESC, h.error_fingerprint",
     )
     .fetch_all(pool)
     .await
@@ -437,4 +450,186 @@ async fn resolve(conn: &mut PgConnection, id: Uuid, status: &str) -> Result<(), 
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// One entry as `dlq show` presents it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    pub entry: DeadLetter,
+    /// The commit as decoded (upcast) from the stored payload, events included.
+    pub commit: Option<serde_json::Value>,
+    /// Why the payload does not decode, when it does not.
+    pub decode_error: Option<String>,
+    /// When it was parked.
+    pub first_failure_at: DateTime<Utc>,
+    /// The last time it failed: the last retry that left it parked, else when parked.
+    pub last_failure_at: DateTime<Utc>,
+    /// The parked commits of the same aggregate and consumer behind it, in order.
+    pub behind: Vec<DeadLetter>,
+}
+
+/// Entry `id` with its decoded commit and the parked successors of its aggregate.
+///
+/// # Errors
+/// [`DeadLetterError::UnknownId`], or PostgreSQL failures.
+pub async fn detail(pool: &PgPool, id: Uuid) -> Result<DeadLetterDetail, DeadLetterError> {
+    let (entry, payload) = show(pool, id)
+        .await?
+        .ok_or(DeadLetterError::UnknownId(id))?;
+    let (commit, decode_error) =
+        match RecordedCommit::decode(u64::try_from(entry.position).unwrap_or(0), &payload) {
+            Ok(commit) => match serde_json::to_value(&commit.envelope) {
+                Ok(value) => (Some(value), None),
+                Err(error) => (None, Some(error.to_string())),
+            },
+            Err(error) => (None, Some(error.to_string())),
+        };
+    let last_retry: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT max(at) FROM public.dead_letter_actions
+          WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3
+            AND action = 'retry' AND $4 = ANY(positions) AND at >= $5",
+    )
+    .bind(&entry.consumer)
+    .bind(&entry.aggregate_type)
+    .bind(&entry.aggregate_id)
+    .bind(entry.position)
+    .bind(entry.parked_at)
+    .fetch_one(pool)
+    .await?;
+    let behind = if entry.status == "parked" {
+        list(
+            pool,
+            &DeadLetterFilter {
+                consumer: Some(entry.consumer.clone()),
+                aggregate_type: Some(entry.aggregate_type.clone()),
+                aggregate_id: Some(entry.aggregate_id.clone()),
+                ..DeadLetterFilter::default()
+            },
+            i64::MAX,
+        )
+        .await?
+        .into_iter()
+        .filter(|d| d.position > entry.position)
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let last_failure_at = match (&entry.status[..], last_retry) {
+        ("parked", Some(at)) => at,
+        _ => entry.parked_at,
+    };
+    Ok(DeadLetterDetail {
+        first_failure_at: entry.parked_at,
+        last_failure_at,
+        entry,
+        commit,
+        decode_error,
+        behind,
+    })
+}
+
+/// Which parked sequences a bulk action takes: every one, or those of one consumer,
+/// or those whose head failed with one error fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SequenceSelector {
+    pub consumer: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+/// What a bulk action would take, before it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BulkPreview {
+    pub sequences: i64,
+    pub commits: i64,
+    /// Parked sequences per consumer.
+    pub consumers: Vec<(String, i64)>,
+    /// Parked sequences per aggregate type.
+    pub aggregate_types: Vec<(String, i64)>,
+}
+
+/// Counts what `selector` selects, without locking anything.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn preview(
+    pool: &PgPool,
+    selector: &SequenceSelector,
+) -> Result<BulkPreview, sqlx::Error> {
+    const HEADS: &str = "WITH heads AS (
+            SELECT consumer, aggregate_type, aggregate_id FROM public.dead_letters
+             WHERE status = 'parked' AND blocked_by IS NULL
+               AND ($1::text IS NULL OR consumer = $1)
+               AND ($2::text IS NULL OR error_fingerprint = $2))";
+    let (sequences, commits): (i64, i64) = sqlx::query_as(&format!(
+        "{HEADS}
+         SELECT (SELECT count(*) FROM heads),
+                (SELECT count(*) FROM public.dead_letters d JOIN heads h
+                  USING (consumer, aggregate_type, aggregate_id) WHERE d.status = 'parked')"
+    ))
+    .bind(&selector.consumer)
+    .bind(&selector.fingerprint)
+    .fetch_one(pool)
+    .await?;
+    let consumers = sqlx::query_as(&format!(
+        "{HEADS} SELECT consumer, count(*) FROM heads GROUP BY 1 ORDER BY 1"
+    ))
+    .bind(&selector.consumer)
+    .bind(&selector.fingerprint)
+    .fetch_all(pool)
+    .await?;
+    let aggregate_types = sqlx::query_as(&format!(
+        "{HEADS} SELECT aggregate_type, count(*) FROM heads GROUP BY 1 ORDER BY 1"
+    ))
+    .bind(&selector.consumer)
+    .bind(&selector.fingerprint)
+    .fetch_all(pool)
+    .await?;
+    Ok(BulkPreview {
+        sequences,
+        commits,
+        consumers,
+        aggregate_types,
+    })
+}
+
+/// The next `limit` parked sequences selected by `selector` after `after`, in
+/// (consumer, aggregate type, aggregate id) order: a keyset page, so a bulk action never
+/// holds every id in memory and a sequence that stays parked is not taken twice.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn sequences_page(
+    pool: &PgPool,
+    selector: &SequenceSelector,
+    after: Option<&ParkedSequence>,
+    limit: i64,
+) -> Result<Vec<ParkedSequence>, sqlx::Error> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT consumer, aggregate_type, aggregate_id FROM public.dead_letters
+          WHERE status = 'parked' AND blocked_by IS NULL
+            AND ($1::text IS NULL OR consumer = $1)
+            AND ($2::text IS NULL OR error_fingerprint = $2)
+            AND ($3::text IS NULL
+                 OR (consumer, aggregate_type, aggregate_id) > ($3, $4::text, $5::text))
+          GROUP BY consumer, aggregate_type, aggregate_id
+          ORDER BY consumer, aggregate_type, aggregate_id
+          LIMIT $6",
+    )
+    .bind(&selector.consumer)
+    .bind(&selector.fingerprint)
+    .bind(after.map(|a| &a.consumer))
+    .bind(after.map(|a| &a.aggregate_type))
+    .bind(after.map(|a| &a.aggregate_id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(consumer, aggregate_type, aggregate_id)| ParkedSequence {
+            consumer,
+            aggregate_type,
+            aggregate_id,
+        })
+        .collect())
 }

@@ -5,6 +5,7 @@ mod failure;
 mod projector;
 pub mod rebuild;
 mod sink;
+pub mod verify;
 pub(crate) mod sink_conversions {
     pub(crate) use super::sink::to_u64;
 }
@@ -13,6 +14,7 @@ pub use failure::{fingerprint, is_transient, is_transient_sql};
 pub use projector::{consumer_filter, Projector, ProjectorConfig};
 pub use rebuild::{rebuild, RebuildError, RebuildOptions, RebuildProgress, RebuildReport};
 pub use sink::{AggregateKey, BatchError, BatchOutcome, Incoming, RetryPolicy, Sink, Target, Term};
+pub use verify::{verify, RowDifference, VerifyReport};
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};

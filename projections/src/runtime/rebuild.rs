@@ -129,16 +129,69 @@ pub async fn rebuild(
         return Err(RebuildError::AlreadyRunning(name.to_owned()));
     }
 
-    prepare_schema(pool, live, &next, name).await?;
+    let scratch = Scratch {
+        schema: next.clone(),
+        consumer: rebuild_consumer(name),
+    };
+    let (tx, live_position, mut report) = replay_to_live(
+        &projection,
+        pool,
+        jetstream,
+        options,
+        &scratch,
+        started,
+        &mut progress,
+    )
+    .await?;
+    finish_switch(tx, &*projection, &next, live_position).await?;
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(format!("shopstream.rebuild.{name}"))
+        .execute(&mut guard)
+        .await?;
+    guard.close().await.ok();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// A schema and position row beside the live ones, which the log is replayed into.
+pub(crate) struct Scratch {
+    pub(crate) schema: String,
+    /// Its position row and dead-letter consumer.
+    pub(crate) consumer: String,
+}
+
+/// Clones the live tables' structure into `scratch`, replays the log into it while
+/// chasing the live projector, then holds the live position row and applies up to
+/// exactly the live position. Returns the transaction that holds the row (the live
+/// projector waits until it ends), that position, and what was applied.
+pub(crate) async fn replay_to_live(
+    projection: &Arc<dyn Projection>,
+    pool: &PgPool,
+    jetstream: &jetstream::Context,
+    options: &RebuildOptions,
+    scratch: &Scratch,
+    started: Instant,
+    progress: &mut impl FnMut(&RebuildProgress),
+) -> Result<
+    (
+        sqlx::Transaction<'static, sqlx::Postgres>,
+        u64,
+        RebuildReport,
+    ),
+    RebuildError,
+> {
+    let name = projection.name();
+    let live = projection.schema();
+    prepare_schema(pool, live, &scratch.schema, &scratch.consumer).await?;
     tracing::debug!(
         projection = name,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "rebuild schema prepared"
     );
     let target = Target {
-        projection: Arc::clone(&projection),
-        schema: next.clone(),
-        consumer: rebuild_consumer(name),
+        projection: Arc::clone(projection),
+        schema: scratch.schema.clone(),
+        consumer: scratch.consumer.clone(),
         mode: DeliveryMode::Rebuild,
     };
     let (mut sink, _) = Sink::take_over(target, pool.clone(), options.retry).await?;
@@ -170,7 +223,7 @@ pub async fn rebuild(
     // runs in `rebuild` mode). Commits read ahead of it wait in `carried`.
     let filter = super::projector::consumer_filter(projection.aggregate_types());
     let mut carried: VecDeque<Incoming> = VecDeque::new();
-    let mut exhausted = !has_commits(&stream, &*projection).await?;
+    let mut exhausted = !has_commits(&stream, &**projection).await?;
 
     // Phase 1: chase the live position while the live projector carries on.
     loop {
@@ -246,14 +299,7 @@ pub async fn rebuild(
         live_position,
         "rebuild caught up with the live projector"
     );
-    finish_switch(tx, &*projection, &next, live_position).await?;
-    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-        .bind(format!("shopstream.rebuild.{name}"))
-        .execute(&mut guard)
-        .await?;
-    guard.close().await.ok();
-    report.elapsed = started.elapsed();
-    Ok(report)
+    Ok((tx, live_position, report))
 }
 
 /// The live projector's position (0 when it never ran).
@@ -330,7 +376,7 @@ async fn prepare_schema(
     pool: &PgPool,
     live: &str,
     next: &str,
-    name: &str,
+    consumer: &str,
 ) -> Result<(), RebuildError> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY tablename",
@@ -358,16 +404,15 @@ async fn prepare_schema(
         .execute(&mut *tx)
         .await?;
     }
-    let consumer = rebuild_consumer(name);
     sqlx::query("DELETE FROM public.projector_positions WHERE projector = $1")
-        .bind(&consumer)
+        .bind(consumer)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
         "UPDATE public.dead_letters SET status = 'superseded', resolved_at = now()
           WHERE consumer = $1 AND status = 'parked'",
     )
-    .bind(&consumer)
+    .bind(consumer)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -445,10 +490,10 @@ async fn finish_switch(
     Ok(())
 }
 
-fn quoted(identifier: &str) -> String {
+pub(crate) fn quoted(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-fn nats(error: impl std::fmt::Display) -> RebuildError {
+pub(crate) fn nats(error: impl std::fmt::Display) -> RebuildError {
     RebuildError::Nats(error.to_string())
 }
