@@ -11,6 +11,7 @@
 //! - `migrations/`: the `accounts` schema, applied by [`migrate`]. Versions start at
 //!   1001 so they share `_sqlx_migrations` with the projections' migrations.
 
+pub mod audit_log;
 pub mod auth;
 pub mod commands;
 pub mod consistency;
