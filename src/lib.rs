@@ -3,6 +3,7 @@
 //! so tests start the same application as production.
 
 pub mod api_role;
+pub mod auditing;
 pub mod projecting;
 pub mod saga_role;
 pub mod settings;

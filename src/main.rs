@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use projections::dead_letters::{Action, DeadLetterFilter, SequenceSelector};
+use shopstream::auditing::AuditCommand;
 use shopstream::projecting;
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
 use shopstream::{ApiSettings, LogFormat, Settings};
@@ -63,6 +64,9 @@ enum Command {
     /// Order sagas: list by state, show, resume, retry, compensate.
     #[command(subcommand)]
     Sagas(SagasCommand),
+    /// The auditor's tools: verify the hash chain, history, state at a point, access log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,6 +314,7 @@ impl Command {
                 | DlqCommand::Skip(DlqAction { settings, .. })
                 | DlqCommand::Discard(DlqAction { settings, .. }),
             ) => settings,
+            Command::Audit(audit) => audit.settings(),
             Command::Saga { settings, .. }
             | Command::Sagas(
                 SagasCommand::List { settings, .. }
@@ -417,6 +422,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Sagas(SagasCommand::Resume(a)) => saga_act(a, SagaAction::Resume).await,
         Command::Sagas(SagasCommand::Retry(a)) => saga_act(a, SagaAction::Retry).await,
         Command::Sagas(SagasCommand::Compensate(a)) => saga_act(a, SagaAction::Compensate).await,
+        Command::Audit(audit) => match shopstream::auditing::run(audit).await? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
     }
 }
 

@@ -8,9 +8,12 @@
 //!
 //! - [`auth`]: accounts, argon2id passwords, JWT access tokens, rotating refresh tokens.
 //! - [`limits`]: per-IP and per-user rate limits as an axum middleware.
-//! - `migrations/`: the `accounts` schema, applied by [`migrate`]. Versions start at
-//!   1001 so they share `_sqlx_migrations` with the projections' migrations.
+//! - [`audit_log`]: who read which aggregate's history or state (`audit.access_log`).
+//! - `migrations/`: the `accounts`, `storefront` and `audit` schemas, applied by
+//!   [`migrate`]. Versions start at 1001 so they share `_sqlx_migrations` with the
+//!   projections' migrations.
 
+pub mod audit_log;
 pub mod auth;
 pub mod commands;
 pub mod consistency;

@@ -88,6 +88,11 @@ impl Shop {
         }
     }
 
+    /// The shop's database.
+    pub fn db(&self) -> sqlx::PgPool {
+        self._db.pool.clone()
+    }
+
     /// Runs every projector in this process until the shop stops.
     pub fn start_projectors(&self) {
         let settings = self.settings.clone();

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod analytics;
+pub mod audit;
 pub mod cart;
 pub mod catalog;
 pub mod context;
@@ -40,6 +41,7 @@ pub struct Query(
     orders::OrderQuery,
     account::AccountQuery,
     analytics::AnalyticsQuery,
+    audit::AuditQuery,
 );
 
 /// Every mutation.

@@ -12,6 +12,7 @@ use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use domain::metadata::keys;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -41,6 +42,27 @@ pub struct CommitEnvelope {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
     pub events: Vec<StoredEvent>,
+    /// SHA-256 (lower-case hex) chaining this commit to the previous commit of the same
+    /// aggregate: see [`CommitEnvelope::chain_hash`]. `None` on commits written before
+    /// the chain existed ("unchained").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+/// The content a commit's hash covers, in a fixed field order: every field of the
+/// envelope except the hash itself.
+#[derive(Serialize)]
+struct HashedContent<'a> {
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    first_sequence: usize,
+    command_id: &'a str,
+    correlation_id: &'a str,
+    causation_id: &'a str,
+    actor: &'a str,
+    timestamp: &'a DateTime<Utc>,
+    extra: &'a BTreeMap<String, String>,
+    events: &'a [StoredEvent],
 }
 
 impl CommitEnvelope {
@@ -97,7 +119,50 @@ impl CommitEnvelope {
             timestamp,
             extra,
             events,
+            hash: None,
         })
+    }
+
+    /// The hash this commit must carry when `previous` is the hash of the aggregate's
+    /// previous commit (`None` for its first commit, or when that one is unchained).
+    ///
+    /// SHA-256, as lower-case hex, over the previous hash's hex (empty when none), one
+    /// newline, then the compact JSON of the envelope's content in a fixed field order:
+    /// aggregate type and id, first sequence, command, correlation and causation ids,
+    /// actor, timestamp (RFC 3339), extra metadata (sorted by key), and the events with
+    /// their ids, types, versions and payloads. Payload objects serialise in the order
+    /// they were read, which is the order they were written, so a stored commit hashes
+    /// to the same value when read back.
+    pub fn chain_hash(&self, previous: Option<&str>) -> String {
+        let content = HashedContent {
+            aggregate_type: &self.aggregate_type,
+            aggregate_id: &self.aggregate_id,
+            first_sequence: self.first_sequence,
+            command_id: &self.command_id,
+            correlation_id: &self.correlation_id,
+            causation_id: &self.causation_id,
+            actor: &self.actor,
+            timestamp: &self.timestamp,
+            extra: &self.extra,
+            events: &self.events,
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(previous.unwrap_or_default().as_bytes());
+        hasher.update(b"\n");
+        // Serialising borrowed strings, numbers and JSON values into a Vec cannot fail:
+        // there are no maps with non-string keys and no I/O.
+        let json = serde_json::to_vec(&content).unwrap_or_default();
+        hasher.update(&json);
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// Sets [`CommitEnvelope::hash`], chaining this commit to `previous`.
+    pub fn seal(&mut self, previous: Option<&str>) {
+        self.hash = Some(self.chain_hash(previous));
     }
 
     /// The aggregate version after this commit.

@@ -9,6 +9,7 @@
 //! What it is not: a projection mechanism. Read models consume the stream from their own
 //! durable consumers; cqrs-es `Query` dispatch is not used for them.
 
+pub mod audit;
 mod catalog;
 mod command_bus;
 mod envelope;

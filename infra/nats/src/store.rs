@@ -66,6 +66,10 @@ struct FoldedState {
     position: u64,
     state: Value,
     recent_commits: VecDeque<CommitRecord>,
+    /// The hash of the commit at `position` (absent in snapshots written before the
+    /// hash chain, and for unchained commits).
+    #[serde(default)]
+    last_hash: Option<String>,
     #[serde(skip)]
     events_since_snapshot: usize,
 }
@@ -102,6 +106,8 @@ pub struct JetStreamAggregateContext<A: Aggregate> {
     /// snapshot); `None` when it came from the cache, whose entry keeps the list so that
     /// it is not copied on every command.
     recent_commits: Option<VecDeque<CommitRecord>>,
+    /// The hash of the aggregate's last commit, which the next commit chains to.
+    last_hash: Option<String>,
     events_since_snapshot: usize,
 }
 
@@ -122,6 +128,11 @@ impl<A: Aggregate> JetStreamAggregateContext<A> {
         self.position
     }
 
+    /// The hash of the aggregate's last commit (`None` when new or unchained).
+    pub fn last_hash(&self) -> Option<&str> {
+        self.last_hash.as_deref()
+    }
+
     /// The loaded state.
     pub fn state(&self) -> &A {
         &self.aggregate
@@ -134,6 +145,7 @@ impl<A: Aggregate> JetStreamAggregateContext<A> {
             version: 0,
             position: 0,
             recent_commits: Some(VecDeque::new()),
+            last_hash: None,
             events_since_snapshot: 0,
         }
     }
@@ -155,6 +167,7 @@ impl<A: Aggregate> JetStreamAggregateContext<A> {
             version: folded.version,
             position: folded.position,
             recent_commits: None,
+            last_hash: folded.last_hash.clone(),
             events_since_snapshot: folded.events_since_snapshot,
         })
     }
@@ -173,6 +186,7 @@ impl<A: Aggregate> JetStreamAggregateContext<A> {
             position: self.position,
             state: self.serialized_state()?,
             recent_commits: recent_commits.clone(),
+            last_hash: self.last_hash.clone(),
             events_since_snapshot: self.events_since_snapshot,
         }))
     }
@@ -392,6 +406,7 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         }
         context.version = commit.envelope.last_sequence();
         context.position = commit.position;
+        context.last_hash = commit.envelope.hash.clone();
         context.events_since_snapshot += events;
         context.remember(
             CommitRecord {
@@ -490,6 +505,7 @@ impl<A: Aggregate> JetStreamEventStore<A> {
                 entry.state = state;
                 entry.version = context.version;
                 entry.position = context.position;
+                entry.last_hash = context.last_hash.clone();
                 entry.events_since_snapshot = context.events_since_snapshot;
                 entry.remember(record, capacity);
                 Ok(snapshot_due.then(|| entry.clone()))
@@ -528,13 +544,14 @@ impl<A: Aggregate> JetStreamEventStore<A> {
             });
             return Ok(Vec::new());
         }
-        let envelope = CommitEnvelope::new::<A>(
+        let mut envelope = CommitEnvelope::new::<A>(
             &aggregate_id,
             context.version + 1,
             &events,
             &metadata,
             Utc::now(),
         )?;
+        envelope.seal(context.last_hash.as_deref());
         let subject = aggregate_subject(A::TYPE, &aggregate_id);
         let headers = commit_headers(&envelope, context.position);
         let payload =
@@ -585,6 +602,7 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         let previous_position = context.position;
         context.version += event_count;
         context.position = ack.sequence;
+        context.last_hash = committed.envelope.hash.clone();
         context.events_since_snapshot += event_count;
         let record = CommitRecord {
             command_id: committed.envelope.command_id.clone(),

@@ -1,5 +1,6 @@
 //! Event-store tests against a real nats-server (one per test, on a free port).
 
+mod audit;
 mod catalog;
 mod durability;
 mod idempotency;

@@ -1,0 +1,357 @@
+//! `shopstream audit`: the auditor's tools on the command line. Verify the hash chain,
+//! read an aggregate's history, rebuild its state as of a past point, and list who
+//! looked at what. Every command records who ran it in `audit.access_log` first.
+
+use std::io::Write;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use infra_nats::audit::{self, Bound};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::Settings;
+
+/// The exit code of `audit verify` when it found damage.
+pub const DAMAGE_FOUND: i32 = 2;
+
+/// `shopstream audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every aggregate's hash chain and version sequence; exits 2 on any finding.
+    Verify {
+        /// Only this aggregate type (product, inventory, order, payment, order_saga).
+        #[arg(long = "type")]
+        aggregate_type: Option<String>,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        common: AuditArgs,
+    },
+    /// Every event of one aggregate with its metadata, oldest first, a page at a time.
+    History {
+        /// product, inventory (id = SKU), order, payment or order_saga.
+        aggregate_type: String,
+        aggregate_id: String,
+        /// Start after this version (the previous page's last).
+        #[arg(long, default_value_t = 0)]
+        after_version: usize,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        common: AuditArgs,
+    },
+    /// One aggregate's state as of a version, a stream position or a time, as JSON.
+    State {
+        /// product, inventory (id = SKU), order, payment or order_saga.
+        aggregate_type: String,
+        aggregate_id: String,
+        #[command(flatten)]
+        bound: BoundArgs,
+        /// Print the state with its version, position and time (otherwise the state only).
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        common: AuditArgs,
+    },
+    /// Who ran which audit command, newest first.
+    Access {
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        common: AuditArgs,
+    },
+}
+
+/// What every audit command takes.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Who is looking, as `user:<uuid>` or `system:<name>`; recorded in the access log.
+    #[arg(long, env = "SHOPSTREAM_ACTOR", default_value = "system:operator-cli")]
+    pub actor: String,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Exactly one bound for `audit state`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct BoundArgs {
+    /// Up to and including this aggregate version.
+    #[arg(long)]
+    version: Option<usize>,
+    /// Every event at or before this stream position.
+    #[arg(long)]
+    position: Option<u64>,
+    /// Every event stored at or before this time (RFC 3339).
+    #[arg(long)]
+    at: Option<DateTime<Utc>>,
+}
+
+impl BoundArgs {
+    fn bound(&self) -> anyhow::Result<Bound> {
+        match (self.version, self.position, self.at) {
+            (Some(version), None, None) => Ok(Bound::Version(version)),
+            (None, Some(position), None) => Ok(Bound::Position(position)),
+            (None, None, Some(at)) => Ok(Bound::At(at)),
+            _ => anyhow::bail!("give exactly one of --version, --position, --at"),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({ "version": self.version, "position": self.position, "at": self.at })
+    }
+}
+
+impl AuditCommand {
+    /// The connection settings of the command.
+    pub fn settings(&self) -> &Settings {
+        match self {
+            AuditCommand::Verify { common, .. }
+            | AuditCommand::History { common, .. }
+            | AuditCommand::State { common, .. }
+            | AuditCommand::Access { common, .. } => &common.settings,
+        }
+    }
+}
+
+/// Runs one audit command and returns the process exit code (0, or [`DAMAGE_FOUND`]).
+///
+/// # Errors
+/// When NATS or PostgreSQL cannot be reached, the aggregate type is unknown, the
+/// aggregate has no events, or the bound is outside its history.
+pub async fn run(command: AuditCommand) -> anyhow::Result<i32> {
+    let settings = command.settings();
+    let db = crate::connect_database(&settings.database_url).await?;
+    crate::migrate_all(&db).await?;
+    match command {
+        AuditCommand::Verify {
+            aggregate_type,
+            json,
+            common,
+        } => {
+            if let Some(t) = &aggregate_type {
+                audit::check_type(t)?;
+            }
+            log_access(
+                &db,
+                &common.actor,
+                "verify",
+                aggregate_type.as_deref(),
+                None,
+                json!({ "type": aggregate_type }),
+            )
+            .await?;
+            let nats = crate::connect_nats(&common.settings).await?;
+            let js = async_nats::jetstream::new(nats);
+            let report = audit::verify(&js, aggregate_type.as_deref())
+                .await
+                .context("verifying the log")?;
+            print_verify(&report, json)?;
+            Ok(if report.is_clean() { 0 } else { DAMAGE_FOUND })
+        }
+        AuditCommand::History {
+            aggregate_type,
+            aggregate_id,
+            after_version,
+            limit,
+            json,
+            common,
+        } => {
+            audit::check_type(&aggregate_type)?;
+            log_access(
+                &db,
+                &common.actor,
+                "history",
+                Some(&aggregate_type),
+                Some(&aggregate_id),
+                json!({ "after_version": after_version, "limit": limit }),
+            )
+            .await?;
+            let nats = crate::connect_nats(&common.settings).await?;
+            let page =
+                audit::history(&nats, &aggregate_type, &aggregate_id, after_version, limit).await?;
+            print_history(&page, json)?;
+            Ok(0)
+        }
+        AuditCommand::State {
+            aggregate_type,
+            aggregate_id,
+            bound,
+            json,
+            common,
+        } => {
+            audit::check_type(&aggregate_type)?;
+            let arguments = bound.to_json();
+            let bound = bound.bound()?;
+            log_access(
+                &db,
+                &common.actor,
+                "state",
+                Some(&aggregate_type),
+                Some(&aggregate_id),
+                arguments,
+            )
+            .await?;
+            let nats = crate::connect_nats(&common.settings).await?;
+            let state = audit::state_at(&nats, &aggregate_type, &aggregate_id, bound).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                println!(
+                    "{aggregate_type}/{aggregate_id} at version {} (position {}, {})",
+                    state.version,
+                    state.position,
+                    state.timestamp.to_rfc3339()
+                );
+                println!("{}", serde_json::to_string_pretty(&state.state)?);
+            }
+            Ok(0)
+        }
+        AuditCommand::Access {
+            limit,
+            json,
+            common,
+        } => {
+            log_access(
+                &db,
+                &common.actor,
+                "access",
+                None,
+                None,
+                json!({ "limit": limit }),
+            )
+            .await?;
+            let rows = api::audit_log::recent(&db, limit)
+                .await
+                .context("reading the access log")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<25}  {:<24}  {:<8}  {:<30}  arguments",
+                    "at", "actor", "action", "target"
+                );
+                for row in rows {
+                    let target = match (&row.target_type, &row.target_id) {
+                        (Some(t), Some(id)) => format!("{t}/{id}"),
+                        (Some(t), None) => t.clone(),
+                        _ => "-".to_owned(),
+                    };
+                    println!(
+                        "{:<25}  {:<24}  {:<8}  {:<30}  {}",
+                        row.accessed_at.to_rfc3339(),
+                        row.actor,
+                        row.action,
+                        target,
+                        row.arguments
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn log_access(
+    db: &PgPool,
+    actor: &str,
+    action: &str,
+    target_type: Option<&str>,
+    target_id: Option<&str>,
+    arguments: serde_json::Value,
+) -> anyhow::Result<()> {
+    api::audit_log::record(
+        db,
+        &api::audit_log::Access {
+            actor,
+            action,
+            target_type,
+            target_id,
+            arguments,
+        },
+    )
+    .await
+    .context("recording the access in audit.access_log")
+}
+
+fn print_verify(report: &audit::VerifyReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!(
+            "{} commits, {} aggregates, {} unchained, up to position {}",
+            report.commits, report.aggregates, report.unchained, report.last_position
+        );
+        if report.is_clean() {
+            println!("no damage found");
+        } else {
+            println!(
+                "{:>10}  {:<9}  {:<40}  {:>5}  detail",
+                "position", "kind", "aggregate", "first"
+            );
+            for finding in &report.findings {
+                println!(
+                    "{:>10}  {:<9}  {:<40}  {:>5}  {}",
+                    finding.position,
+                    serde_json::to_value(finding.kind)?
+                        .as_str()
+                        .unwrap_or_default(),
+                    format!("{}/{}", finding.aggregate_type, finding.aggregate_id),
+                    finding.first_sequence,
+                    finding.detail
+                );
+            }
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn print_history(page: &audit::HistoryPage, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(page)?);
+        return Ok(());
+    }
+    println!(
+        "{:>10}  {:>4}  {:<28}  {:<25}  {:<24}  {:<36}  {:<36}  {:<36}  {:<36}  payload",
+        "position",
+        "ver",
+        "event",
+        "at",
+        "actor",
+        "command",
+        "correlation",
+        "causation",
+        "event id"
+    );
+    for event in &page.events {
+        println!(
+            "{:>10}  {:>4}  {:<28}  {:<25}  {:<24}  {:<36}  {:<36}  {:<36}  {:<36}  {}",
+            event.position,
+            event.version,
+            format!("{} v{}", event.event_type, event.event_version),
+            event.timestamp.to_rfc3339(),
+            event.actor,
+            event.command_id,
+            event.correlation_id,
+            event.causation_id,
+            event.event_id,
+            event.payload
+        );
+    }
+    if let Some(next) = page.next_after_version {
+        println!("more: --after-version {next}");
+    }
+    Ok(())
+}
