@@ -33,7 +33,7 @@ async fn an_auditor_reads_an_orders_history_and_past_state_and_a_customer_may_no
         .as_str()
         .unwrap()
         .to_owned();
-    order_until(&shop, &alice, &order, |s| s == "CONFIRMED").await;
+    order_until(&shop, &alice, &order, |o| o["status"] == "CONFIRMED").await;
     let order_id = order.rsplit('/').next().unwrap().to_owned();
     let vars = json!({ "t": "order", "id": order_id, "v": 1 });
 
