@@ -10,14 +10,13 @@ use uuid::Uuid;
 use super::catalog::owner_of;
 use super::context::{ContextExt, Position};
 use super::error::ApiError;
+use super::idempotency::id_for_key;
 use super::ids::GlobalId;
-use super::orders::keyed_id;
 use super::outcome::{executed, Executed};
 use super::relay::{connection, page_request, UserError};
 use super::text::{check_text, Limit};
 use crate::auth::Role;
 use crate::consistency::ReadModel;
-use crate::storefront::KeyUse;
 
 /// Stock of one SKU.
 #[derive(Clone)]
@@ -291,24 +290,16 @@ async fn stock_change(
     if owner_of(ctx, &sku).await?.is_none() {
         return Ok(rejected(unknown()));
     }
-    let mut metadata = CommandMetadata::new(admin.actor());
-    if let Some(key) = idempotency_key {
-        let key = check_text(key, "idempotencyKey", Limit::TOKEN)?;
-        let claimed = services
-            .idempotency
-            .claim(admin.account_id, operation, &key, &request)
-            .await
-            .map_err(ApiError::from)?;
-        if claimed == KeyUse::ReusedWithOtherInput {
-            return Err(ApiError::Conflict(
-                "this idempotency key was used with other input".to_owned(),
-            )
-            .into());
-        }
-        metadata = metadata.with_command_id(keyed_id(admin.account_id, operation, &key));
-    } else {
-        metadata = metadata.with_command_id(Uuid::now_v7());
-    }
+    let command_id = id_for_key(
+        &services,
+        admin.account_id,
+        operation,
+        idempotency_key,
+        &request,
+    )
+    .await?
+    .unwrap_or_else(Uuid::now_v7);
+    let metadata = CommandMetadata::new(admin.actor()).with_command_id(command_id);
     let aggregate_id = sku.as_str().to_owned();
     let result = services
         .commands

@@ -27,103 +27,52 @@ fn count_batch(loader: &'static str, keys: usize) {
         .increment(keys as u64);
 }
 
-/// Products with their variants and descriptions, by id.
-pub struct ProductDetails(pub PgPool);
+/// Declares a loader that reads a batch of keys with one read-model function and keeps
+/// each value behind an `Arc` (a page shares what it loaded).
+macro_rules! batch_loader {
+    ($(#[$doc:meta])* $name:ident: $key:ty => $value:ty, $label:literal, $load:path) => {
+        $(#[$doc])*
+        pub struct $name(pub PgPool);
 
-impl Loader<ProductId> for ProductDetails {
-    type Value = Arc<ProductDetail>;
-    type Error = LoadError;
+        impl Loader<$key> for $name {
+            type Value = Arc<$value>;
+            type Error = LoadError;
 
-    async fn load(
-        &self,
-        keys: &[ProductId],
-    ) -> Result<HashMap<ProductId, Self::Value>, Self::Error> {
-        count_batch("product_details", keys.len());
-        let details = projections::catalog::products_by_ids(&self.0, keys)
-            .await
-            .map_err(load_error)?;
-        Ok(details
-            .into_iter()
-            .map(|(id, detail)| (id, Arc::new(detail)))
-            .collect())
-    }
+            async fn load(
+                &self,
+                keys: &[$key],
+            ) -> Result<HashMap<$key, Self::Value>, Self::Error> {
+                count_batch($label, keys.len());
+                let loaded = $load(&self.0, keys).await.map_err(load_error)?;
+                Ok(loaded
+                    .into_iter()
+                    .map(|(key, value)| (key, Arc::new(value)))
+                    .collect())
+            }
+        }
+    };
 }
 
-/// Orders with their detail (shipment, cancellation, refund, address), by order.
-pub struct OrderDetails(pub PgPool);
-
-impl Loader<OrderId> for OrderDetails {
-    type Value = Arc<OrderDetail>;
-    type Error = LoadError;
-
-    async fn load(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Self::Value>, Self::Error> {
-        count_batch("order_details", keys.len());
-        let details = projections::orders::details_by_ids(&self.0, keys)
-            .await
-            .map_err(load_error)?;
-        Ok(details
-            .into_iter()
-            .map(|(id, detail)| (id, Arc::new(detail)))
-            .collect())
-    }
-}
-
-/// Orders' lines, by order.
-pub struct OrderLines(pub PgPool);
-
-impl Loader<OrderId> for OrderLines {
-    type Value = Arc<Vec<OrderLineView>>;
-    type Error = LoadError;
-
-    async fn load(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Self::Value>, Self::Error> {
-        count_batch("order_lines", keys.len());
-        let lines = projections::orders::lines_for_orders(&self.0, keys)
-            .await
-            .map_err(load_error)?;
-        Ok(lines
-            .into_iter()
-            .map(|(id, lines)| (id, Arc::new(lines)))
-            .collect())
-    }
-}
-
-/// Orders' status timelines, by order.
-pub struct OrderTimelines(pub PgPool);
-
-impl Loader<OrderId> for OrderTimelines {
-    type Value = Arc<Vec<StatusChange>>;
-    type Error = LoadError;
-
-    async fn load(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Self::Value>, Self::Error> {
-        count_batch("order_timelines", keys.len());
-        let timelines = projections::orders::timelines_for_orders(&self.0, keys)
-            .await
-            .map_err(load_error)?;
-        Ok(timelines
-            .into_iter()
-            .map(|(id, timeline)| (id, Arc::new(timeline)))
-            .collect())
-    }
-}
-
-/// Orders' payments, by order.
-pub struct OrderPayments(pub PgPool);
-
-impl Loader<OrderId> for OrderPayments {
-    type Value = Arc<Vec<PaymentView>>;
-    type Error = LoadError;
-
-    async fn load(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Self::Value>, Self::Error> {
-        count_batch("order_payments", keys.len());
-        let payments = projections::payments::payments_for_orders(&self.0, keys)
-            .await
-            .map_err(load_error)?;
-        Ok(payments
-            .into_iter()
-            .map(|(id, payments)| (id, Arc::new(payments)))
-            .collect())
-    }
-}
+batch_loader!(
+    /// Products with their variants and descriptions, by id.
+    ProductDetails: ProductId => ProductDetail, "product_details", projections::catalog::products_by_ids
+);
+batch_loader!(
+    /// Orders with their detail (shipment, cancellation, refund, address), by order.
+    OrderDetails: OrderId => OrderDetail, "order_details", projections::orders::details_by_ids
+);
+batch_loader!(
+    /// Orders' lines, by order.
+    OrderLines: OrderId => Vec<OrderLineView>, "order_lines", projections::orders::lines_for_orders
+);
+batch_loader!(
+    /// Orders' status timelines, by order.
+    OrderTimelines: OrderId => Vec<StatusChange>, "order_timelines", projections::orders::timelines_for_orders
+);
+batch_loader!(
+    /// Orders' payments, by order.
+    OrderPayments: OrderId => Vec<PaymentView>, "order_payments", projections::payments::payments_for_orders
+);
 
 /// Adds a fresh set of loaders to a subscription connection's data.
 pub fn insert_into(data: &mut async_graphql::Data, pool: &PgPool) {

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod context;
 pub mod error;
 mod http;
+pub mod idempotency;
 pub mod ids;
 pub mod inventory;
 pub mod loaders;

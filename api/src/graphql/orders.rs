@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::catalog::owner_of;
 use super::context::{ContextExt, Position};
 use super::error::{ApiError, ApiResult};
+use super::idempotency::id_for_key;
 use super::ids::{AccountId, CartId, GlobalId};
 use super::loaders::{OrderDetails, OrderLines, OrderPayments, OrderTimelines};
 use super::money::{MoneyInput, MoneyV2};
@@ -25,19 +26,7 @@ use super::relay::{connection, page_request, UserError};
 use super::text::{check_text, Limit};
 use crate::auth::{Principal, Role};
 use crate::consistency::ReadModel;
-use crate::storefront::{KeyUse, MAX_CART_LINES, MAX_LINE_QUANTITY};
-
-/// Namespace of the ids derived from idempotency keys.
-const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5e0b_57a3_0a1d_4c8e_9f3b_6c2d_1e4f_0a77);
-
-/// The id of whatever `operation` by `principal` with idempotency `key` creates: the
-/// same three always give the same id, so a retried mutation finds its first effect.
-pub fn keyed_id(principal: Uuid, operation: &str, key: &str) -> Uuid {
-    Uuid::new_v5(
-        &IDEMPOTENCY_NAMESPACE,
-        format!("{principal}/{operation}/{key}").as_bytes(),
-    )
-}
+use crate::storefront::{MAX_CART_LINES, MAX_LINE_QUANTITY};
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -683,12 +672,6 @@ impl OrderMutation {
         let services = ctx.services().clone();
         let token = check_text(&input.payment_token, "paymentToken", Limit::TOKEN)?;
         let address = checked_address(&input.shipping_address)?;
-        let key = input
-            .idempotency_key
-            .as_deref()
-            .map(|key| check_text(key, "idempotencyKey", Limit::TOKEN))
-            .transpose()?;
-
         let (requested, cart_id) = match (&input.lines, &input.cart_id) {
             (Some(lines), None) => (checked_lines(lines)?, None),
             (None, Some(cart_id)) => {
@@ -715,26 +698,19 @@ impl OrderMutation {
             }
         };
 
-        let (order_id, metadata) = match &key {
-            Some(key) => {
-                let request = serde_json::to_value(&input).map_err(ApiError::internal)?;
-                let claimed = services
-                    .idempotency
-                    .claim(customer.account_id, "orderPlace", key, &request)
-                    .await
-                    .map_err(ApiError::from)?;
-                if claimed == KeyUse::ReusedWithOtherInput {
-                    return Err(ApiError::Conflict(
-                        "this idempotency key was used with other input".to_owned(),
-                    )
-                    .into());
-                }
-                let id = keyed_id(customer.account_id, "orderPlace", key);
-                (
-                    OrderId(id),
-                    CommandMetadata::new(customer.actor()).with_command_id(id),
-                )
-            }
+        let keyed = id_for_key(
+            &services,
+            customer.account_id,
+            "orderPlace",
+            input.idempotency_key.as_deref(),
+            &input,
+        )
+        .await?;
+        let (order_id, metadata) = match keyed {
+            Some(id) => (
+                OrderId(id),
+                CommandMetadata::new(customer.actor()).with_command_id(id),
+            ),
             None => (
                 OrderId(Uuid::now_v7()),
                 CommandMetadata::new(customer.actor()),
@@ -840,29 +816,17 @@ impl OrderMutation {
             .as_ref()
             .map(|amount| amount.to_money("amount"))
             .transpose()?;
-        let key = input
-            .idempotency_key
-            .as_deref()
-            .map(|key| check_text(key, "idempotencyKey", Limit::TOKEN))
-            .transpose()?;
-        let refund_id = match &key {
-            Some(key) => {
-                let request = serde_json::to_value(&input).map_err(ApiError::internal)?;
-                let claimed = services
-                    .idempotency
-                    .claim(admin.account_id, "paymentRefund", key, &request)
-                    .await
-                    .map_err(ApiError::from)?;
-                if claimed == KeyUse::ReusedWithOtherInput {
-                    return Err(ApiError::Conflict(
-                        "this idempotency key was used with other input".to_owned(),
-                    )
-                    .into());
-                }
-                RefundId(keyed_id(admin.account_id, "paymentRefund", key))
-            }
-            None => RefundId(Uuid::now_v7()),
-        };
+        let refund_id = RefundId(
+            id_for_key(
+                &services,
+                admin.account_id,
+                "paymentRefund",
+                input.idempotency_key.as_deref(),
+                &input,
+            )
+            .await?
+            .unwrap_or_else(Uuid::now_v7),
+        );
 
         let order = load_order(ctx, order_id).await?;
         let Some(payment_id) = order.payment_id() else {
