@@ -17,6 +17,7 @@ pub mod ids;
 pub mod inventory;
 pub mod loaders;
 pub mod money;
+pub mod operations;
 pub mod orders;
 pub mod outcome;
 pub mod relay;
@@ -43,6 +44,7 @@ pub struct Query(
     account::AccountQuery,
     analytics::AnalyticsQuery,
     audit::AuditQuery,
+    operations::OperationsQuery,
 );
 
 /// Every mutation.
@@ -53,6 +55,7 @@ pub struct Mutation(
     inventory::InventoryMutation,
     cart::CartMutation,
     orders::OrderMutation,
+    operations::OperationsMutation,
 );
 
 /// The schema type.
