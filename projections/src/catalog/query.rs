@@ -283,48 +283,7 @@ fn push_from_where(
 /// # Errors
 /// [`QueryError::Database`] when PostgreSQL fails or holds an invalid currency.
 pub async fn product(pool: &PgPool, id: ProductId) -> Result<Option<ProductDetail>, QueryError> {
-    let Some(row) = sqlx::query(
-        "SELECT product_id, name, description, category, currency, price_minor, published,
-                created_at, updated_at
-         FROM catalog.products WHERE product_id = $1",
-    )
-    .bind(id.as_uuid())
-    .fetch_optional(pool)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let currency = currency_from(&row)?;
-    let variants = sqlx::query(&format!(
-        "SELECT {VARIANT_COLUMNS} {VARIANTS_WITH_STOCK}
-         WHERE v.product_id = $1
-         ORDER BY v.ordinal"
-    ))
-    .bind(id.as_uuid())
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| variant_from(row, currency))
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(Some(ProductDetail {
-        id,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        category: row.try_get("category")?,
-        currency,
-        price: row
-            .try_get::<Option<i64>, _>("price_minor")?
-            .map(|amount| Money::new(amount, currency)),
-        available: variants
-            .iter()
-            .filter(|v| !v.retired)
-            .map(|v| v.available)
-            .sum(),
-        published: row.try_get("published")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        variants,
-    }))
+    Ok(products_by_ids(pool, &[id]).await?.remove(&id))
 }
 
 /// Each of `ids` with its variants, in two queries whatever their number: the loader
