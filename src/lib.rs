@@ -5,6 +5,7 @@
 pub mod api_role;
 pub mod auditing;
 pub mod projecting;
+pub mod replaying;
 pub mod saga_role;
 pub mod settings;
 pub mod streams;

@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use projections::dead_letters::{Action, DeadLetterFilter, SequenceSelector};
 use shopstream::auditing::AuditCommand;
 use shopstream::projecting;
+use shopstream::replaying::{self, ReplayArgs};
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
 use shopstream::{ApiSettings, LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
@@ -67,6 +68,40 @@ enum Command {
     /// The auditor's tools: verify the hash chain, history, state at a point, access log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Re-deliver a range of the log (by position or time, optionally one aggregate type
+    /// or aggregate) to one projector, or to the saga in replay mode; chunked,
+    /// rate-limited, resumable (run the same command again).
+    Replay {
+        #[command(flatten)]
+        args: ReplayArgs,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Replays: list them, abandon an unfinished one.
+    #[command(subcommand)]
+    Replays(ReplaysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReplaysCommand {
+    /// Replays, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Mark an unfinished replay abandoned (what it applied stays applied).
+    Abandon {
+        /// The replay's id (from `replays list`).
+        id: uuid::Uuid,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -315,6 +350,10 @@ impl Command {
                 | DlqCommand::Discard(DlqAction { settings, .. }),
             ) => settings,
             Command::Audit(audit) => audit.settings(),
+            Command::Replay { settings, .. }
+            | Command::Replays(
+                ReplaysCommand::List { settings, .. } | ReplaysCommand::Abandon { settings, .. },
+            ) => settings,
             Command::Saga { settings, .. }
             | Command::Sagas(
                 SagasCommand::List { settings, .. }
@@ -426,6 +465,18 @@ async fn main() -> anyhow::Result<()> {
             0 => Ok(()),
             code => std::process::exit(code),
         },
+        Command::Replay { args, settings } => match replaying::replay(&settings, args).await? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
+        Command::Replays(ReplaysCommand::List {
+            limit,
+            json,
+            settings,
+        }) => replaying::replays_list(&settings, limit, json).await,
+        Command::Replays(ReplaysCommand::Abandon { id, settings }) => {
+            replaying::replays_abandon(&settings, id).await
+        }
     }
 }
 

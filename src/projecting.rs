@@ -80,7 +80,7 @@ async fn migrated_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> 
     Ok(db)
 }
 
-fn projection_named(name: &str) -> anyhow::Result<Arc<dyn Projection>> {
+pub(crate) fn projection_named(name: &str) -> anyhow::Result<Arc<dyn Projection>> {
     registry::by_name(name).with_context(|| {
         let known: Vec<&str> = registry::all().iter().map(|p| p.name()).collect();
         format!("no projection named `{name}` (known: {})", known.join(", "))
@@ -628,7 +628,7 @@ pub async fn dlq_act(
 
 /// Sets `interrupted` on Ctrl-C (SIGINT) instead of ending the process, so that a bulk
 /// action stops between sequences. The handler is in place when this returns.
-fn watch_for_interrupt(
+pub(crate) fn watch_for_interrupt(
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
@@ -645,7 +645,7 @@ fn watch_for_interrupt(
     }))
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
     use std::io::Write;
     print!("{question}");
     std::io::stdout().flush()?;

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod keys;
 pub mod parking;
 pub mod provider;
+pub mod replay;
 pub mod retry;
 pub mod trigger;
 

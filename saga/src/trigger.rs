@@ -222,36 +222,14 @@ async fn drive_trigger(
             return Ok(());
         }
     };
+    let reserve_deadline = chrono::Utc::now() + driver.config().reserve_timeout;
     for envelope in events {
-        match envelope.payload {
-            OrderEvent::OrderPlaced {
-                order_id,
-                customer_id,
-                lines,
-                total,
-                payment_method,
-                ..
-            } => {
-                let card_token = match payment_method {
-                    Some(PaymentMethod::Card { token }) => token,
-                    None => String::new(),
-                };
-                let start = SagaStart {
-                    order_id,
-                    customer_id,
-                    lines: lines
-                        .into_iter()
-                        .map(|line| SagaLine {
-                            sku: line.sku,
-                            quantity: line.quantity,
-                        })
-                        .collect(),
-                    amount: total,
-                    card_token,
-                    payment_id: payment_id(order_id),
-                    trigger_position: position,
-                    deadline_at: chrono::Utc::now() + driver.config().reserve_timeout,
-                };
+        let Some(reaction) = reaction_to(envelope.payload, position, reserve_deadline) else {
+            continue;
+        };
+        match reaction {
+            Reaction::Start(start) => {
+                let order_id = start.order_id;
                 match driver
                     .record(order_id, SagaCommand::Start(start), "start")
                     .await
@@ -266,16 +244,7 @@ async fn drive_trigger(
                 }
                 driver.drive(order_id, &Owner::Trigger(position)).await?;
             }
-            OrderEvent::OrderCancelled {
-                order_id,
-                by,
-                reason,
-            } if by != Canceller::System => {
-                let note = SagaCommand::NoteCancellation {
-                    by,
-                    reason,
-                    trigger_position: position,
-                };
+            Reaction::NoteCancellation { order_id, note } => {
                 match driver
                     .record(order_id, note, &format!("note-cancellation/{position}"))
                     .await
@@ -287,10 +256,75 @@ async fn drive_trigger(
                 }
                 driver.drive(order_id, &Owner::Trigger(position)).await?;
             }
-            _ => {}
         }
     }
     Ok(())
+}
+
+/// What the saga does about an order event, decided without I/O; the live trigger acts
+/// on it and the replay mode ([`crate::replay`]) only asks the saga whether it would.
+#[derive(Debug, Clone)]
+pub enum Reaction {
+    /// `OrderPlaced`: start the order's saga (owned by the trigger at this position).
+    Start(SagaStart),
+    /// `OrderCancelled` by the customer or an admin: note it on the saga.
+    NoteCancellation {
+        order_id: OrderId,
+        note: SagaCommand,
+    },
+}
+
+/// The saga's reaction to one order event at `position`, if it has one. A cancellation
+/// by the system is the saga's own doing and needs none.
+pub fn reaction_to(
+    event: OrderEvent,
+    position: u64,
+    reserve_deadline: chrono::DateTime<chrono::Utc>,
+) -> Option<Reaction> {
+    match event {
+        OrderEvent::OrderPlaced {
+            order_id,
+            customer_id,
+            lines,
+            total,
+            payment_method,
+            ..
+        } => {
+            let card_token = match payment_method {
+                Some(PaymentMethod::Card { token }) => token,
+                None => String::new(),
+            };
+            Some(Reaction::Start(SagaStart {
+                order_id,
+                customer_id,
+                lines: lines
+                    .into_iter()
+                    .map(|line| SagaLine {
+                        sku: line.sku,
+                        quantity: line.quantity,
+                    })
+                    .collect(),
+                amount: total,
+                card_token,
+                payment_id: payment_id(order_id),
+                trigger_position: position,
+                deadline_at: reserve_deadline,
+            }))
+        }
+        OrderEvent::OrderCancelled {
+            order_id,
+            by,
+            reason,
+        } if by != Canceller::System => Some(Reaction::NoteCancellation {
+            order_id,
+            note: SagaCommand::NoteCancellation {
+                by,
+                reason,
+                trigger_position: position,
+            },
+        }),
+        _ => None,
+    }
 }
 
 /// An order that cannot start a saga (no payment method on an old event) is cancelled.

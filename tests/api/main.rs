@@ -8,6 +8,7 @@ mod idempotency;
 mod operations;
 mod protection;
 mod read_your_writes;
+mod replay;
 mod roles;
 mod shopping;
 mod subscriptions;

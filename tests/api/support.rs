@@ -88,6 +88,11 @@ impl Shop {
         }
     }
 
+    /// What the shop's roles were started with (NATS and PostgreSQL URLs).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The shop's database.
     pub fn db(&self) -> sqlx::PgPool {
         self._db.pool.clone()

@@ -27,6 +27,9 @@ pub use error::StoreError;
 pub use provision::{
     check_server, connect, provision, ServerCheckError, StreamSettings, MINIMUM_SERVER_VERSION,
 };
-pub use reader::{aggregate_type_at, read_all, stream_last_position};
+pub use reader::{
+    aggregate_type_at, first_position_at_or_after, read_all, read_batch, stream_last_position,
+    stream_range,
+};
 pub use sku_registry::{SkuRegistry, SkuReservationError};
 pub use store::{EventStoreConfig, JetStreamAggregateContext, JetStreamEventStore};

@@ -61,6 +61,23 @@ pub(crate) async fn read_subject_batch(
     subject: &str,
     after: u64,
 ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    read_batch(client, subject, after, DIRECT_GET_BATCH).await
+}
+
+/// Reads up to `batch` raw commits after stream sequence `after` whose subject matches
+/// `filter` (wildcards allowed: `events.order.>`, `events.>`), in one request, in order.
+/// An empty answer means nothing matching is stored after `after`; a short one does not
+/// always mean the end (the server may cut a batch by size).
+///
+/// # Errors
+/// [`StoreError::Nats`] on a timeout or a server error.
+pub async fn read_batch(
+    client: &async_nats::Client,
+    filter: &str,
+    after: u64,
+    batch: usize,
+) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    let subject = filter;
     let api_subject = format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}");
     let inbox = client.new_inbox();
     let mut replies = client
@@ -70,7 +87,7 @@ pub(crate) async fn read_subject_batch(
     let request = serde_json::to_vec(&BatchGetRequest {
         seq: after + 1,
         next_by_subj: subject,
-        batch: DIRECT_GET_BATCH,
+        batch,
     })
     .map_err(StoreError::nats)?;
     client
@@ -78,7 +95,7 @@ pub(crate) async fn read_subject_batch(
         .await
         .map_err(StoreError::nats)?;
     let mut commits = Vec::new();
-    while commits.len() < DIRECT_GET_BATCH {
+    while commits.len() < batch {
         let reply = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
             .await
             .map_err(|_| StoreError::Nats(format!("direct get on {subject} timed out")))?
@@ -182,4 +199,62 @@ pub async fn aggregate_type_at(
         }
         Err(error) => Err(StoreError::nats(error)),
     }
+}
+
+/// The first and last stream position of the log (`(0, 0)` when it is empty).
+///
+/// # Errors
+/// [`StoreError::Nats`] when the stream cannot be read.
+pub async fn stream_range(js: &jetstream::Context) -> Result<(u64, u64), StoreError> {
+    let mut stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(StoreError::nats)?;
+    let info = stream.info().await.map_err(StoreError::nats)?;
+    Ok((info.state.first_sequence, info.state.last_sequence))
+}
+
+/// The first position stored at or after `at`, or `None` when every commit is older.
+///
+/// A binary search over stream positions by the time the server stored each message
+/// (monotonic within a stream): about log2(commits) direct gets.
+///
+/// # Errors
+/// [`StoreError::Nats`] when the stream cannot be read.
+pub async fn first_position_at_or_after(
+    js: &jetstream::Context,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<u64>, StoreError> {
+    let (first, last) = stream_range(js).await?;
+    if last == 0 {
+        return Ok(None);
+    }
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(StoreError::nats)?;
+    let stored_at = |position: u64| {
+        let stream = &stream;
+        async move {
+            let message = stream
+                .get_raw_message(position)
+                .await
+                .map_err(StoreError::nats)?;
+            Ok::<_, StoreError>(message.time.with_timezone(&chrono::Utc))
+        }
+    };
+    if stored_at(last).await? < at {
+        return Ok(None);
+    }
+    // Invariant: the answer lies in [low, high].
+    let (mut low, mut high) = (first.max(1), last);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if stored_at(middle).await? < at {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(Some(low))
 }

@@ -4,6 +4,7 @@
 mod failure;
 mod projector;
 pub mod rebuild;
+pub mod replay;
 mod sink;
 pub mod verify;
 pub(crate) mod sink_conversions {
