@@ -39,6 +39,8 @@ if SHOPSTREAM_PASSWORD="$(cat .data/admin-password)" "$target_dir/debug/shopstre
   echo "created admin@shopstream.local (password in .data/admin-password)"
 fi
 echo "GraphQL: http://${HTTP_ADDR:-127.0.0.1:8080}/graphql (GraphiQL in a browser), admin@shopstream.local / .data/admin-password"
+echo "Operator and auditor commands: sign in first, e.g. in another shell with this NATS_URL and DATABASE_URL:"
+echo "  SHOPSTREAM_PASSWORD=\"\$(cat .data/admin-password)\" $target_dir/debug/shopstream login --email admin@shopstream.local"
 "$target_dir/debug/shopstream" project &
 projector_pid=$!
 "$target_dir/debug/shopstream" saga &

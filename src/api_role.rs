@@ -145,16 +145,7 @@ pub async fn create_account(
         .map_err(|_| anyhow::anyhow!("--role must be customer, admin, auditor or operator"))?;
     let db = connect_database(&settings.database_url).await?;
     migrate_all(&db).await?;
-    // Only hashing happens here: the secret signs no token.
-    let config = AuthConfig::new(
-        vec![0u8; 32],
-        "cli",
-        "cli",
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .context("building the account service")?;
-    let account = Accounts::new(db, config)
+    let account = cli_accounts(db)?
         .create(email, password, role)
         .await
         .with_context(|| format!("creating {role} account {email}"))?;
@@ -163,4 +154,21 @@ pub async fn create_account(
         account.role, account.email, account.id
     );
     Ok(())
+}
+
+/// The account service for command-line use: it hashes and checks passwords and starts
+/// CLI sessions, and never signs an access token, so it needs no `JWT_SECRET`.
+///
+/// # Errors
+/// Never in practice: the placeholder secret has the required length.
+pub fn cli_accounts(db: PgPool) -> anyhow::Result<Accounts> {
+    let config = AuthConfig::new(
+        vec![0u8; 32],
+        "cli",
+        "cli",
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .context("building the account service")?;
+    Ok(Accounts::new(db, config))
 }

@@ -1,6 +1,7 @@
 //! `shopstream audit`: the auditor's tools on the command line. Verify the hash chain,
 //! read an aggregate's history, rebuild its state as of a past point, and list who
-//! looked at what. Every command records who ran it in `audit.access_log` first.
+//! looked at what. Every command records who ran it in `audit.access_log` first; who
+//! that is comes from the caller's CLI session (`crate::cli_auth`), checked in `main`.
 
 use std::io::Write;
 
@@ -28,7 +29,7 @@ pub enum AuditCommand {
         #[arg(short, long)]
         json: bool,
         #[command(flatten)]
-        common: AuditArgs,
+        settings: Settings,
     },
     /// Every event of one aggregate with its metadata, oldest first, a page at a time.
     History {
@@ -45,7 +46,7 @@ pub enum AuditCommand {
         #[arg(short, long)]
         json: bool,
         #[command(flatten)]
-        common: AuditArgs,
+        settings: Settings,
     },
     /// One aggregate's state as of a version, a stream position or a time, as JSON.
     State {
@@ -58,7 +59,7 @@ pub enum AuditCommand {
         #[arg(short, long)]
         json: bool,
         #[command(flatten)]
-        common: AuditArgs,
+        settings: Settings,
     },
     /// Who ran which audit command, newest first.
     Access {
@@ -69,18 +70,8 @@ pub enum AuditCommand {
         #[arg(short, long)]
         json: bool,
         #[command(flatten)]
-        common: AuditArgs,
+        settings: Settings,
     },
-}
-
-/// What every audit command takes.
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// Who is looking, as `user:<uuid>` or `system:<name>`; recorded in the access log.
-    #[arg(long, env = "SHOPSTREAM_ACTOR", default_value = "system:operator-cli")]
-    pub actor: String,
-    #[command(flatten)]
-    pub settings: Settings,
 }
 
 /// Exactly one bound for `audit state`.
@@ -117,20 +108,61 @@ impl AuditCommand {
     /// The connection settings of the command.
     pub fn settings(&self) -> &Settings {
         match self {
-            AuditCommand::Verify { common, .. }
-            | AuditCommand::History { common, .. }
-            | AuditCommand::State { common, .. }
-            | AuditCommand::Access { common, .. } => &common.settings,
+            AuditCommand::Verify { settings, .. }
+            | AuditCommand::History { settings, .. }
+            | AuditCommand::State { settings, .. }
+            | AuditCommand::Access { settings, .. } => settings,
         }
+    }
+
+    /// The command as typed, such as `audit history`, and its arguments as JSON (for
+    /// the record of a refusal).
+    pub fn describe(&self) -> (String, serde_json::Value) {
+        let (verb, arguments) = match self {
+            AuditCommand::Verify { aggregate_type, .. } => {
+                ("verify", json!({ "type": aggregate_type }))
+            }
+            AuditCommand::History {
+                aggregate_type,
+                aggregate_id,
+                after_version,
+                limit,
+                ..
+            } => (
+                "history",
+                json!({
+                    "aggregate_type": aggregate_type,
+                    "aggregate_id": aggregate_id,
+                    "after_version": after_version,
+                    "limit": limit,
+                }),
+            ),
+            AuditCommand::State {
+                aggregate_type,
+                aggregate_id,
+                bound,
+                ..
+            } => (
+                "state",
+                json!({
+                    "aggregate_type": aggregate_type,
+                    "aggregate_id": aggregate_id,
+                    "bound": bound.to_json(),
+                }),
+            ),
+            AuditCommand::Access { limit, .. } => ("access", json!({ "limit": limit })),
+        };
+        (format!("audit {verb}"), arguments)
     }
 }
 
-/// Runs one audit command and returns the process exit code (0, or [`DAMAGE_FOUND`]).
+/// Runs one audit command for `actor` (`user:<uuid>`, recorded in the access log) and
+/// returns the process exit code (0, or [`DAMAGE_FOUND`]).
 ///
 /// # Errors
 /// When NATS or PostgreSQL cannot be reached, the aggregate type is unknown, the
 /// aggregate has no events, or the bound is outside its history.
-pub async fn run(command: AuditCommand) -> anyhow::Result<i32> {
+pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
     let settings = command.settings();
     let db = crate::connect_database(&settings.database_url).await?;
     crate::migrate_all(&db).await?;
@@ -138,21 +170,21 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<i32> {
         AuditCommand::Verify {
             aggregate_type,
             json,
-            common,
+            settings,
         } => {
             if let Some(t) = &aggregate_type {
                 audit::check_type(t)?;
             }
             log_access(
                 &db,
-                &common.actor,
+                actor,
                 "verify",
                 aggregate_type.as_deref(),
                 None,
                 json!({ "type": aggregate_type }),
             )
             .await?;
-            let nats = crate::connect_nats(&common.settings).await?;
+            let nats = crate::connect_nats(&settings).await?;
             let js = async_nats::jetstream::new(nats);
             let report = audit::verify(&js, aggregate_type.as_deref())
                 .await
@@ -166,19 +198,19 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<i32> {
             after_version,
             limit,
             json,
-            common,
+            settings,
         } => {
             audit::check_type(&aggregate_type)?;
             log_access(
                 &db,
-                &common.actor,
+                actor,
                 "history",
                 Some(&aggregate_type),
                 Some(&aggregate_id),
                 json!({ "after_version": after_version, "limit": limit }),
             )
             .await?;
-            let nats = crate::connect_nats(&common.settings).await?;
+            let nats = crate::connect_nats(&settings).await?;
             let page =
                 audit::history(&nats, &aggregate_type, &aggregate_id, after_version, limit).await?;
             print_history(&page, json)?;
@@ -189,21 +221,21 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<i32> {
             aggregate_id,
             bound,
             json,
-            common,
+            settings,
         } => {
             audit::check_type(&aggregate_type)?;
             let arguments = bound.to_json();
             let bound = bound.bound()?;
             log_access(
                 &db,
-                &common.actor,
+                actor,
                 "state",
                 Some(&aggregate_type),
                 Some(&aggregate_id),
                 arguments,
             )
             .await?;
-            let nats = crate::connect_nats(&common.settings).await?;
+            let nats = crate::connect_nats(&settings).await?;
             let state = audit::state_at(&nats, &aggregate_type, &aggregate_id, bound).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&state)?);
@@ -218,20 +250,8 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        AuditCommand::Access {
-            limit,
-            json,
-            common,
-        } => {
-            log_access(
-                &db,
-                &common.actor,
-                "access",
-                None,
-                None,
-                json!({ "limit": limit }),
-            )
-            .await?;
+        AuditCommand::Access { limit, json, .. } => {
+            log_access(&db, actor, "access", None, None, json!({ "limit": limit })).await?;
             let rows = api::audit_log::recent(&db, limit)
                 .await
                 .context("reading the access log")?;

@@ -1,8 +1,12 @@
 //! `shopstream`: one binary, one subcommand per role or operator task.
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 use projections::dead_letters::{Action, DeadLetterFilter, SequenceSelector};
+use serde_json::json;
 use shopstream::auditing::AuditCommand;
+use shopstream::cli_auth::{self, Caller, Gate, Login};
 use shopstream::projecting;
 use shopstream::replaying::{self, ReplayArgs};
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
@@ -38,6 +42,29 @@ enum Command {
     /// Accounts: create one of any role (the first admin).
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Sign in for the operator and auditor commands: checks the password and stores a
+    /// session token in the session file (or prints it with --print).
+    Login {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input (otherwise from
+        /// SHOPSTREAM_PASSWORD, else a prompt without echo).
+        #[arg(long)]
+        password_stdin: bool,
+        /// How long the session lives, as 90s, 30m, 12h or 7d (at most 30d).
+        #[arg(long, default_value = "12h", value_parser = cli_auth::parse_ttl)]
+        ttl: Duration,
+        /// Print the token (for `export SHOPSTREAM_TOKEN=...`) instead of writing the
+        /// session file.
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// End the current session (SHOPSTREAM_TOKEN, else the session file's) and remove
+    /// the session file.
+    Logout(Settings),
     /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
     Schema,
     /// Apply the PostgreSQL migrations and exit.
@@ -160,12 +187,9 @@ enum SagasCommand {
 struct SagaActionArgs {
     /// The order id.
     order_id: domain::OrderId,
-    /// Why; recorded on the saga.
+    /// Why; recorded on the saga with the signed-in caller.
     #[arg(long)]
     reason: String,
-    /// Who, as `user:<uuid>` or `system:<name>`; recorded on the saga.
-    #[arg(long, env = "SHOPSTREAM_ACTOR", default_value = "system:operator-cli")]
-    actor: String,
     /// Do not ask for confirmation.
     #[arg(short, long)]
     force: bool,
@@ -303,12 +327,9 @@ struct DlqAction {
     /// At most this many sequences per second (0: no limit).
     #[arg(long, default_value_t = 0)]
     rate: u32,
-    /// Why; recorded with the action.
+    /// Why; recorded with the action and the signed-in caller.
     #[arg(long)]
     reason: String,
-    /// Who; recorded with the action.
-    #[arg(long, env = "SHOPSTREAM_ACTOR", default_value = "operator:cli")]
-    actor: String,
     #[command(flatten)]
     settings: Settings,
 }
@@ -320,6 +341,8 @@ impl Command {
             Command::Schema => LogFormat::Text,
             Command::Serve { settings, .. }
             | Command::Accounts(AccountsCommand::Create { settings, .. })
+            | Command::Login { settings, .. }
+            | Command::Logout(settings)
             | Command::Migrate(settings)
             | Command::Project(settings) => settings.log_format,
             other => other.settings().map_or(LogFormat::Text, |s| s.log_format),
@@ -331,6 +354,8 @@ impl Command {
             Command::Schema => return None,
             Command::Serve { settings, .. }
             | Command::Accounts(AccountsCommand::Create { settings, .. })
+            | Command::Login { settings, .. }
+            | Command::Logout(settings)
             | Command::Migrate(settings)
             | Command::Project(settings) => settings,
             Command::Projections(
@@ -364,13 +389,132 @@ impl Command {
             ) => settings,
         })
     }
+
+    /// The roles a command needs, with its arguments for the record of a refusal; `None`
+    /// for the roles a process runs and for bootstrapping (no session needed).
+    fn gate(&self) -> Option<Gate> {
+        Some(match self {
+            Command::Serve { .. }
+            | Command::Accounts(_)
+            | Command::Login { .. }
+            | Command::Logout(_)
+            | Command::Schema
+            | Command::Migrate(_)
+            | Command::Project(_)
+            | Command::Saga { .. } => return None,
+            Command::Projections(ProjectionsCommand::Status { .. }) => {
+                Gate::operator("projections status", json!({}))
+            }
+            Command::Projections(ProjectionsCommand::Rebuild { name, force, .. }) => {
+                Gate::operator(
+                    "projections rebuild",
+                    json!({ "name": name, "force": force }),
+                )
+            }
+            Command::Projections(ProjectionsCommand::Verify { name, .. }) => {
+                Gate::operator("projections verify", json!({ "name": name }))
+            }
+            Command::Streams(StreamsCommand::Info { .. }) => {
+                Gate::operator("streams info", json!({}))
+            }
+            Command::Dlq(DlqCommand::List {
+                consumer,
+                aggregate,
+                error,
+                group,
+                ..
+            }) => Gate::operator(
+                "dlq list",
+                json!({ "consumer": consumer, "aggregate": aggregate, "error": error, "group": group }),
+            ),
+            Command::Dlq(DlqCommand::Show { id, .. }) => {
+                Gate::operator("dlq show", json!({ "id": id }))
+            }
+            Command::Dlq(DlqCommand::History {
+                consumer, limit, ..
+            }) => Gate::operator(
+                "dlq history",
+                json!({ "consumer": consumer, "limit": limit }),
+            ),
+            Command::Dlq(DlqCommand::Retry(a)) => Gate::operator("dlq retry", a.to_json()),
+            Command::Dlq(DlqCommand::Skip(a)) => Gate::operator("dlq skip", a.to_json()),
+            Command::Dlq(DlqCommand::Discard(a)) => Gate::operator("dlq discard", a.to_json()),
+            Command::Sagas(SagasCommand::List { state, limit, .. }) => {
+                Gate::operator("sagas list", json!({ "state": state, "limit": limit }))
+            }
+            Command::Sagas(SagasCommand::Show { order_id, .. }) => {
+                Gate::operator("sagas show", json!({ "order_id": order_id }))
+            }
+            Command::Sagas(SagasCommand::Resume(a)) => Gate::operator("sagas resume", a.to_json()),
+            Command::Sagas(SagasCommand::Retry(a)) => Gate::operator("sagas retry", a.to_json()),
+            Command::Sagas(SagasCommand::Compensate(a)) => {
+                Gate::operator("sagas compensate", a.to_json())
+            }
+            Command::Replay { args, .. } => Gate::operator("replay", args.to_json()),
+            Command::Replays(ReplaysCommand::List { limit, .. }) => {
+                Gate::operator("replays list", json!({ "limit": limit }))
+            }
+            Command::Replays(ReplaysCommand::Abandon { id, .. }) => {
+                Gate::operator("replays abandon", json!({ "id": id }))
+            }
+            // Every audit subcommand, including any added later, is an auditor's.
+            Command::Audit(audit) => {
+                let (command, arguments) = audit.describe();
+                Gate::auditor(command, arguments)
+            }
+        })
+    }
+}
+
+impl DlqAction {
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "all": self.all,
+            "group": self.group,
+            "consumer": self.consumer,
+            "dry_run": self.dry_run,
+            "force": self.force,
+            "reason": self.reason,
+        })
+    }
+}
+
+impl SagaActionArgs {
+    fn to_json(&self) -> serde_json::Value {
+        json!({ "order_id": self.order_id, "reason": self.reason, "force": self.force })
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.command.log_format());
-    match cli.command {
+    let caller = match (cli.command.gate(), cli.command.settings()) {
+        (Some(gate), Some(settings)) => match cli_auth::check(settings, &gate).await {
+            Ok(caller) => Some(caller),
+            Err(error) => match error.downcast_ref::<cli_auth::Refused>() {
+                Some(refused) => {
+                    eprintln!("{refused}");
+                    std::process::exit(cli_auth::REFUSED_EXIT_CODE);
+                }
+                None => return Err(error),
+            },
+        },
+        _ => None,
+    };
+    run(cli.command, caller.as_ref()).await
+}
+
+/// The actor of a command that passed its gate.
+fn actor(caller: Option<&Caller>) -> anyhow::Result<&str> {
+    caller
+        .map(|c| c.actor.as_str())
+        .ok_or_else(|| anyhow::anyhow!("this command needs a signed-in caller"))
+}
+
+async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
+    match command {
         Command::Serve { settings, api } => {
             let app = shopstream::Application::build(&settings, &api).await?;
             app.run_until_stopped(shopstream::shutdown_signal()).await
@@ -381,6 +525,22 @@ async fn main() -> anyhow::Result<()> {
             role,
             settings,
         }) => shopstream::api_role::create_account(&settings, &email, &password, &role).await,
+        Command::Login {
+            email,
+            password_stdin,
+            ttl,
+            print,
+            settings,
+        } => {
+            let login = Login {
+                email,
+                password_stdin,
+                ttl,
+                print,
+            };
+            cli_auth::login(&settings, &login).await
+        }
+        Command::Logout(settings) => cli_auth::logout(&settings).await,
         Command::Schema => {
             print!("{}", api::graphql::sdl());
             Ok(())
@@ -441,9 +601,9 @@ async fn main() -> anyhow::Result<()> {
             json,
             settings,
         }) => projecting::dlq_history(&settings, consumer.as_deref(), limit, json).await,
-        Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry).await,
-        Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip).await,
-        Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard).await,
+        Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry, actor(caller)?).await,
+        Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip, actor(caller)?).await,
+        Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard, actor(caller)?).await,
         Command::Saga { settings, saga } => {
             saga_role::run_saga(&settings, &saga, shopstream::shutdown_signal()).await
         }
@@ -458,17 +618,25 @@ async fn main() -> anyhow::Result<()> {
             json,
             settings,
         }) => saga_role::sagas_show(&settings, order_id, json).await,
-        Command::Sagas(SagasCommand::Resume(a)) => saga_act(a, SagaAction::Resume).await,
-        Command::Sagas(SagasCommand::Retry(a)) => saga_act(a, SagaAction::Retry).await,
-        Command::Sagas(SagasCommand::Compensate(a)) => saga_act(a, SagaAction::Compensate).await,
-        Command::Audit(audit) => match shopstream::auditing::run(audit).await? {
+        Command::Sagas(SagasCommand::Resume(a)) => {
+            saga_act(a, SagaAction::Resume, actor(caller)?).await
+        }
+        Command::Sagas(SagasCommand::Retry(a)) => {
+            saga_act(a, SagaAction::Retry, actor(caller)?).await
+        }
+        Command::Sagas(SagasCommand::Compensate(a)) => {
+            saga_act(a, SagaAction::Compensate, actor(caller)?).await
+        }
+        Command::Audit(audit) => match shopstream::auditing::run(audit, actor(caller)?).await? {
             0 => Ok(()),
             code => std::process::exit(code),
         },
-        Command::Replay { args, settings } => match replaying::replay(&settings, args).await? {
-            0 => Ok(()),
-            code => std::process::exit(code),
-        },
+        Command::Replay { args, settings } => {
+            match replaying::replay(&settings, args, actor(caller)?).await? {
+                0 => Ok(()),
+                code => std::process::exit(code),
+            }
+        }
         Command::Replays(ReplaysCommand::List {
             limit,
             json,
@@ -480,22 +648,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn saga_act(args: SagaActionArgs, action: SagaAction) -> anyhow::Result<()> {
+async fn saga_act(args: SagaActionArgs, action: SagaAction, actor: &str) -> anyhow::Result<()> {
     saga_role::sagas_act(
         &args.settings,
         args.order_id,
         action,
-        &args.actor,
+        actor,
         &args.reason,
         args.force,
     )
     .await
 }
 
-async fn act(action: DlqAction, kind: Action) -> anyhow::Result<()> {
+async fn act(action: DlqAction, kind: Action, actor: &str) -> anyhow::Result<()> {
     if let Some(id) = action.id {
-        return projecting::dlq_act(&action.settings, id, kind, &action.actor, &action.reason)
-            .await;
+        return projecting::dlq_act(&action.settings, id, kind, actor, &action.reason).await;
     }
     let bulk = projecting::BulkAction {
         selector: SequenceSelector {
@@ -503,7 +670,7 @@ async fn act(action: DlqAction, kind: Action) -> anyhow::Result<()> {
             fingerprint: action.group,
         },
         action: kind,
-        actor: action.actor,
+        actor: actor.to_owned(),
         reason: action.reason,
         force: action.force,
         dry_run: action.dry_run,

@@ -67,12 +67,26 @@ pub struct ReplayArgs {
     /// Why; recorded with the replay (required unless --dry-run).
     #[arg(long, default_value = "")]
     pub reason: String,
-    /// Who; recorded with the replay.
-    #[arg(long, env = "SHOPSTREAM_ACTOR", default_value = "system:operator-cli")]
-    pub actor: String,
     /// Print JSON.
     #[arg(short, long)]
     pub json: bool,
+}
+
+impl ReplayArgs {
+    /// The arguments as recorded with a refusal.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "target": self.target,
+            "from_position": self.from_position,
+            "to_position": self.to_position,
+            "since": self.since,
+            "until": self.until,
+            "aggregate": self.aggregate,
+            "dry_run": self.dry_run,
+            "force": self.force,
+            "reason": self.reason,
+        })
+    }
 }
 
 /// Where a replay goes.
@@ -112,7 +126,7 @@ impl Target {
 /// Bad arguments (unknown target, a range outside the log or past what the projector has
 /// applied, an aggregate type the target does not consume), NATS or PostgreSQL failures,
 /// or a commit the projection refuses; nothing of an unfinished chunk is kept.
-pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<i32> {
+pub async fn replay(settings: &Settings, args: ReplayArgs, actor: &str) -> anyhow::Result<i32> {
     let target = Target::named(&args.target)?;
     if args.chunk == 0 {
         bail!("--chunk must be at least 1; nothing changed");
@@ -159,8 +173,7 @@ pub async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<i32
     {
         bail!("not confirmed; nothing changed (pass -f to skip the question)");
     }
-    let (job, begun) =
-        replay::begin(&db, target.name(), &selection, &args.actor, &args.reason).await?;
+    let (job, begun) = replay::begin(&db, target.name(), &selection, actor, &args.reason).await?;
     if begun == Begun::Started {
         tracing::info!(replay = %job.id, target = target.name(), "replay started");
     }

@@ -13,6 +13,7 @@ use infra_nats::{
     StreamSettings,
 };
 use serde_json::Value;
+use testkit::cli::CliUser;
 use testkit::{NatsServer, TestDatabase};
 use uuid::Uuid;
 
@@ -172,13 +173,18 @@ async fn history_pages_through_every_event_with_its_metadata() {
 // ---------------------------------------------------------------------------------------
 // Through the binary
 
-fn shopstream(nats: &NatsServer, db: &TestDatabase, args: &[&str]) -> Output {
+/// An auditor signed in through the binary.
+fn auditor(db: &TestDatabase) -> CliUser {
+    testkit::cli::sign_in(env!("CARGO_BIN_EXE_shopstream"), &db.url, "auditor")
+}
+
+fn shopstream(nats: &NatsServer, db: &TestDatabase, user: &CliUser, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shopstream"))
         .args(args)
         .env("NATS_URL", nats.url())
         .env("DATABASE_URL", &db.url)
+        .env("SHOPSTREAM_TOKEN", &user.token)
         .env("RUST_LOG", "warn")
-        .env_remove("SHOPSTREAM_ACTOR")
         .stdin(Stdio::null())
         .output()
         .expect("running shopstream")
@@ -200,20 +206,13 @@ async fn audit_history_prints_the_events_and_records_who_looked() {
     let (order_id, _) = order_lifecycle(&client).await;
     let id = order_id.to_string();
 
+    let auditor = auditor(&db);
+
     let output = shopstream(
         &nats,
         &db,
-        &[
-            "audit",
-            "history",
-            "order",
-            &id,
-            "--limit",
-            "2",
-            "-j",
-            "--actor",
-            "user:00000000-0000-0000-0000-000000000007",
-        ],
+        &auditor,
+        &["audit", "history", "order", &id, "--limit", "2", "-j"],
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let page: Value = serde_json::from_str(&stdout(&output)).unwrap();
@@ -228,18 +227,14 @@ async fn audit_history_prints_the_events_and_records_who_looked() {
     .unwrap();
     assert_eq!(
         (actor.as_str(), action.as_str(), target_id.as_str()),
-        (
-            "user:00000000-0000-0000-0000-000000000007",
-            "history",
-            id.as_str()
-        )
+        (auditor.actor().as_str(), "history", id.as_str())
     );
 
-    let access = shopstream(&nats, &db, &["audit", "access", "-j"]);
+    let access = shopstream(&nats, &db, &auditor, &["audit", "access", "-j"]);
     assert!(access.status.success(), "{}", stderr(&access));
     let rows: Value = serde_json::from_str(&stdout(&access)).unwrap();
     assert_eq!(rows[0]["action"], "access");
-    assert_eq!(rows[0]["actor"], "system:operator-cli");
+    assert_eq!(rows[0]["actor"], auditor.actor());
     assert_eq!(rows[1]["action"], "history");
 }
 
@@ -250,10 +245,12 @@ async fn audit_state_prints_the_state_and_refuses_bounds_outside_the_history() {
     let client = connect(&nats).await;
     let (order_id, _) = order_lifecycle(&client).await;
     let id = order_id.to_string();
+    let auditor = auditor(&db);
 
     let output = shopstream(
         &nats,
         &db,
+        &auditor,
         &["audit", "state", "order", &id, "--version", "1"],
     );
     assert!(output.status.success(), "{}", stderr(&output));
@@ -266,6 +263,7 @@ async fn audit_state_prints_the_state_and_refuses_bounds_outside_the_history() {
     let past = shopstream(
         &nats,
         &db,
+        &auditor,
         &["audit", "state", "order", &id, "--version", "9"],
     );
     assert_eq!(past.status.code(), Some(1));
@@ -275,7 +273,7 @@ async fn audit_state_prints_the_state_and_refuses_bounds_outside_the_history() {
         stderr(&past)
     );
 
-    let unknown = shopstream(&nats, &db, &["audit", "history", "basket", &id]);
+    let unknown = shopstream(&nats, &db, &auditor, &["audit", "history", "basket", &id]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
         stderr(&unknown).contains("unknown aggregate type"),
@@ -283,7 +281,7 @@ async fn audit_state_prints_the_state_and_refuses_bounds_outside_the_history() {
         stderr(&unknown)
     );
 
-    let missing = shopstream(&nats, &db, &["audit", "history", "order", "nope"]);
+    let missing = shopstream(&nats, &db, &auditor, &["audit", "history", "order", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
         stderr(&missing).contains("has no events"),
@@ -299,8 +297,14 @@ async fn audit_verify_exits_2_once_a_forged_commit_is_on_the_log() {
     let client = connect(&nats).await;
     let (order_id, _) = order_lifecycle(&client).await;
     let id = order_id.to_string();
+    let auditor = auditor(&db);
 
-    let clean = shopstream(&nats, &db, &["audit", "verify", "--type", "order"]);
+    let clean = shopstream(
+        &nats,
+        &db,
+        &auditor,
+        &["audit", "verify", "--type", "order"],
+    );
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert!(
         stdout(&clean).contains("no damage found"),
@@ -324,7 +328,7 @@ async fn audit_verify_exits_2_once_a_forged_commit_is_on_the_log() {
         .unwrap()
         .sequence;
 
-    let damaged = shopstream(&nats, &db, &["audit", "verify", "-j"]);
+    let damaged = shopstream(&nats, &db, &auditor, &["audit", "verify", "-j"]);
     assert_eq!(damaged.status.code(), Some(2), "{}", stderr(&damaged));
     let report: Value = serde_json::from_str(&stdout(&damaged)).unwrap();
     let kinds: Vec<(&str, u64)> = report["findings"]

@@ -3,13 +3,20 @@
 
 use std::process::{Command, Output, Stdio};
 
+use testkit::cli::CliUser;
 use testkit::{NatsServer, TestDatabase};
 
-fn shopstream(nats: &NatsServer, db: &TestDatabase, args: &[&str]) -> Output {
+/// An account of `role` signed in through the binary.
+fn signed_in(db: &TestDatabase, role: &str) -> CliUser {
+    testkit::cli::sign_in(env!("CARGO_BIN_EXE_shopstream"), &db.url, role)
+}
+
+fn shopstream(nats: &NatsServer, db: &TestDatabase, user: &CliUser, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shopstream"))
         .args(args)
         .env("NATS_URL", nats.url())
         .env("DATABASE_URL", &db.url)
+        .env("SHOPSTREAM_TOKEN", &user.token)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
@@ -28,7 +35,8 @@ fn stderr(output: &Output) -> String {
 async fn projections_status_lists_every_projector_as_json() {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
-    let output = shopstream(&nats, &db, &["projections", "status", "--json"]);
+    let operator = signed_in(&db, "operator");
+    let output = shopstream(&nats, &db, &operator, &["projections", "status", "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let statuses: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     let names: Vec<&str> = statuses
@@ -60,8 +68,14 @@ async fn projections_status_lists_every_projector_as_json() {
 async fn a_rebuild_needs_a_known_projection_and_a_confirmation() {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
+    let operator = signed_in(&db, "operator");
 
-    let unknown = shopstream(&nats, &db, &["projections", "rebuild", "nope", "-f"]);
+    let unknown = shopstream(
+        &nats,
+        &db,
+        &operator,
+        &["projections", "rebuild", "nope", "-f"],
+    );
     assert!(!unknown.status.success());
     assert!(
         stderr(&unknown).contains("no projection named `nope`")
@@ -71,7 +85,12 @@ async fn a_rebuild_needs_a_known_projection_and_a_confirmation() {
     );
 
     // No answer on stdin: refused, nothing changed.
-    let unconfirmed = shopstream(&nats, &db, &["projections", "rebuild", "inventory"]);
+    let unconfirmed = shopstream(
+        &nats,
+        &db,
+        &operator,
+        &["projections", "rebuild", "inventory"],
+    );
     assert!(!unconfirmed.status.success());
     assert!(
         stderr(&unconfirmed).contains("not confirmed"),
@@ -79,7 +98,12 @@ async fn a_rebuild_needs_a_known_projection_and_a_confirmation() {
         stderr(&unconfirmed)
     );
 
-    let forced = shopstream(&nats, &db, &["projections", "rebuild", "inventory", "-f"]);
+    let forced = shopstream(
+        &nats,
+        &db,
+        &operator,
+        &["projections", "rebuild", "inventory", "-f"],
+    );
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(
         stdout(&forced).contains("rebuilt `inventory`"),
@@ -99,16 +123,22 @@ async fn a_rebuild_needs_a_known_projection_and_a_confirmation() {
 async fn dead_letter_commands_refuse_unknown_ids_and_list_as_json() {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
-    let listed = shopstream(&nats, &db, &["dlq", "list", "--json"]);
+    let operator = signed_in(&db, "operator");
+    let listed = shopstream(&nats, &db, &operator, &["dlq", "list", "--json"]);
     assert!(listed.status.success(), "{}", stderr(&listed));
     assert_eq!(stdout(&listed).trim(), "[]");
 
-    let grouped = shopstream(&nats, &db, &["dlq", "list", "--group", "--json"]);
+    let grouped = shopstream(&nats, &db, &operator, &["dlq", "list", "--group", "--json"]);
     assert!(grouped.status.success(), "{}", stderr(&grouped));
     assert_eq!(stdout(&grouped).trim(), "[]");
 
     let id = uuid::Uuid::now_v7().to_string();
-    let retry = shopstream(&nats, &db, &["dlq", "retry", &id, "--reason", "test"]);
+    let retry = shopstream(
+        &nats,
+        &db,
+        &operator,
+        &["dlq", "retry", &id, "--reason", "test"],
+    );
     assert!(!retry.status.success());
     assert!(
         stderr(&retry).contains(&format!("no dead letter with id {id}")),
@@ -116,7 +146,7 @@ async fn dead_letter_commands_refuse_unknown_ids_and_list_as_json() {
         stderr(&retry)
     );
 
-    let no_reason = shopstream(&nats, &db, &["dlq", "skip", &id]);
+    let no_reason = shopstream(&nats, &db, &operator, &["dlq", "skip", &id]);
     assert!(!no_reason.status.success());
     assert!(
         stderr(&no_reason).contains("--reason"),
@@ -198,6 +228,7 @@ struct Shop {
     nats: NatsServer,
     db: TestDatabase,
     jetstream: async_nats::jetstream::Context,
+    operator: CliUser,
 }
 
 /// A SKU whose stock rows the `refuse_poison` trigger refuses while it exists (as it
@@ -214,15 +245,17 @@ impl Shop {
         infra_nats::provision(&jetstream, &infra_nats::StreamSettings::default())
             .await
             .unwrap();
+        let operator = signed_in(&db, "operator");
         Self {
             nats,
             db,
             jetstream,
+            operator,
         }
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        shopstream(&self.nats, &self.db, args)
+        shopstream(&self.nats, &self.db, &self.operator, args)
     }
 
     /// Appends one commit receiving `quantity` units of `sku` at aggregate version
@@ -459,6 +492,15 @@ async fn a_forced_bulk_retry_keeps_failing_sequences_parked_then_applies_them_in
         movements, poisoned,
         "each parked commit applied exactly once"
     );
+    let actors: Vec<String> = sqlx::query_scalar("SELECT DISTINCT actor FROM dead_letter_actions")
+        .fetch_all(&shop.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        actors,
+        [shop.operator.actor()],
+        "the signed-in operator acted"
+    );
 
     // Running it again finds nothing left to do and applies nothing twice.
     let again = shop.run(&["dlq", "retry", "--all", "-f", "--reason", "again"]);
@@ -644,6 +686,7 @@ async fn an_interrupted_bulk_retry_leaves_each_sequence_done_or_parked_and_a_rer
         ])
         .env("NATS_URL", shop.nats.url())
         .env("DATABASE_URL", &shop.db.url)
+        .env("SHOPSTREAM_TOKEN", &shop.operator.token)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -710,4 +753,72 @@ async fn an_interrupted_bulk_retry_leaves_each_sequence_done_or_parked_and_a_rer
         stdout(&rerun)
     );
     assert_eq!(state().await, skus.len());
+}
+
+#[tokio::test]
+async fn a_customer_or_an_auditor_running_dlq_retry_is_refused_recorded_and_changes_nothing() {
+    let (shop, poisoned) = Shop::with_a_parked_sequence().await;
+    shop.fix().await;
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM dead_letters ORDER BY position LIMIT 1")
+            .fetch_one(&shop.db.pool)
+            .await
+            .unwrap();
+    let id = id.to_string();
+
+    for role in ["customer", "auditor"] {
+        let user = signed_in(&shop.db, role);
+        for args in [
+            vec!["dlq", "retry", id.as_str(), "--reason", "fixed"],
+            vec!["dlq", "retry", "--all", "-f", "--reason", "fixed"],
+        ] {
+            let refused = shopstream(&shop.nats, &shop.db, &user, &args);
+            assert_eq!(refused.status.code(), Some(77), "{}", stderr(&refused));
+            let message = stderr(&refused);
+            assert!(
+                message.contains("`shopstream dlq retry`")
+                    && message.contains("needs role operator or admin")
+                    && message.contains(&format!("caller: role {role}")),
+                "{message}"
+            );
+            assert_eq!(message.trim().lines().count(), 1, "{message}");
+            assert!(stdout(&refused).is_empty(), "{}", stdout(&refused));
+        }
+        let recorded: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT actor, arguments FROM audit.access_log
+             WHERE action = 'refused:dlq retry' AND actor = $1 ORDER BY access_id",
+        )
+        .bind(user.actor())
+        .fetch_all(&shop.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(recorded.len(), 2, "{recorded:?}");
+        assert_eq!(recorded[0].1["id"], id.as_str());
+        assert_eq!(recorded[0].1["reason"], "fixed");
+        assert_eq!(recorded[1].1["all"], true);
+        assert!(recorded
+            .iter()
+            .all(|(_, arguments)| !arguments.to_string().contains(&user.token)));
+    }
+
+    // Nothing but the two refusals per caller was written.
+    assert_eq!(shop.parked().await, poisoned);
+    assert_eq!(shop.actions().await, 0);
+    let stock: Option<i64> =
+        sqlx::query_scalar("SELECT on_hand FROM inventory.stock_levels WHERE sku = $1")
+            .bind(POISON)
+            .fetch_optional(&shop.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stock, None);
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.access_log")
+        .fetch_one(&shop.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(logged, 4);
+
+    // The same retry by the operator goes through: only the role stood in the way.
+    let retried = shop.run(&["dlq", "retry", &id, "--reason", "fixed"]);
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    assert!(shop.parked().await.is_empty());
 }

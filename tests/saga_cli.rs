@@ -12,6 +12,7 @@ use domain::payment::PaymentMethod;
 use domain::{Actor, CommandMetadata, Currency, CustomerId, Money, OrderId, Sku};
 use infra_nats::{EventStoreConfig, StreamSettings};
 use saga::SagaBuses;
+use testkit::cli::CliUser;
 use testkit::{eventually, NatsServer, TestDatabase};
 use uuid::Uuid;
 
@@ -26,8 +27,10 @@ fn command(nats: &NatsServer, db: &TestDatabase, args: &[&str]) -> Command {
     command
 }
 
-fn run(nats: &NatsServer, db: &TestDatabase, args: &[&str]) -> Output {
+/// Runs an operator command as `user`.
+fn run(nats: &NatsServer, db: &TestDatabase, user: &CliUser, args: &[&str]) -> Output {
     command(nats, db, args)
+        .env("SHOPSTREAM_TOKEN", &user.token)
         .output()
         .expect("running shopstream")
 }
@@ -56,6 +59,7 @@ async fn operators_list_show_and_are_refused_without_a_reason_or_confirmation() 
     .await
     .unwrap();
     projections::migrate(&db.pool).await.unwrap();
+    let operator = testkit::cli::sign_in(env!("CARGO_BIN_EXE_shopstream"), &db.url, "operator");
     let mut roles = [spawn(&nats, &db, "saga"), spawn(&nats, &db, "project")];
     let buses = SagaBuses::new(client, EventStoreConfig::default())
         .await
@@ -94,11 +98,16 @@ async fn operators_list_show_and_are_refused_without_a_reason_or_confirmation() 
         .unwrap();
     let id = order.to_string();
     let listed = |state: &'static str| {
-        let (nats, db, id) = (&nats, &db, id.clone());
+        let (nats, db, operator, id) = (&nats, &db, &operator, id.clone());
         move || {
             let id = id.clone();
             async move {
-                let output = run(nats, db, &["sagas", "list", "--state", state, "--json"]);
+                let output = run(
+                    nats,
+                    db,
+                    operator,
+                    &["sagas", "list", "--state", state, "--json"],
+                );
                 assert!(
                     output.status.success(),
                     "{}",
@@ -136,7 +145,7 @@ async fn operators_list_show_and_are_refused_without_a_reason_or_confirmation() 
     )
     .await;
 
-    let shown = run(&nats, &db, &["sagas", "show", &id, "--json"]);
+    let shown = run(&nats, &db, &operator, &["sagas", "show", &id, "--json"]);
     assert!(
         shown.status.success(),
         "{}",
@@ -156,21 +165,46 @@ async fn operators_list_show_and_are_refused_without_a_reason_or_confirmation() 
     let unconfirmed = run(
         &nats,
         &db,
+        &operator,
         &["sagas", "compensate", &id, "--reason", "give up"],
     );
     assert!(!unconfirmed.status.success());
     assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("not confirmed"));
-    let blank = run(&nats, &db, &["sagas", "retry", &id, "--reason", " "]);
+    let blank = run(
+        &nats,
+        &db,
+        &operator,
+        &["sagas", "retry", &id, "--reason", " "],
+    );
     assert!(!blank.status.success());
     assert!(String::from_utf8_lossy(&blank.stderr).contains("reason"));
-    let bogus = run(&nats, &db, &["sagas", "list", "--state", "bogus"]);
+    let bogus = run(
+        &nats,
+        &db,
+        &operator,
+        &["sagas", "list", "--state", "bogus"],
+    );
     assert!(!bogus.status.success());
     assert!(String::from_utf8_lossy(&bogus.stderr).contains("stuck_past_deadline"));
     let unknown = Uuid::new_v4().to_string();
-    let missing = run(&nats, &db, &["sagas", "retry", &unknown, "--reason", "why"]);
+    let missing = run(
+        &nats,
+        &db,
+        &operator,
+        &["sagas", "retry", &unknown, "--reason", "why"],
+    );
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no saga"));
-    let after = run(&nats, &db, &["sagas", "show", &id, "--json"]);
+    let customer = testkit::cli::sign_in(env!("CARGO_BIN_EXE_shopstream"), &db.url, "customer");
+    let not_an_operator = run(
+        &nats,
+        &db,
+        &customer,
+        &["sagas", "retry", &id, "--reason", "why"],
+    );
+    assert_eq!(not_an_operator.status.code(), Some(77));
+    assert!(String::from_utf8_lossy(&not_an_operator.stderr).contains("caller: role customer"));
+    let after = run(&nats, &db, &operator, &["sagas", "show", &id, "--json"]);
     let view: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
     assert_eq!(
         view["history"].as_array().unwrap().len(),

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use api::auth::{Accounts, AuthConfig, AuthError, Principal, Role};
+use api::auth::{
+    cli_session_status, end_cli_session, Accounts, AuthConfig, AuthError, CliSessionStatus,
+    Principal, Role,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
@@ -569,4 +572,108 @@ fn accounts_pool_placeholder() -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://nobody@127.0.0.1:1/none")
         .unwrap()
+}
+
+#[tokio::test]
+async fn a_cli_session_follows_the_accounts_current_role_until_logout() -> anyhow::Result<()> {
+    let (db, accounts) = setup().await?;
+    let account = accounts
+        .create("mia@example.com", PASSWORD, Role::Operator)
+        .await?;
+    let session = accounts
+        .start_cli_session("MIA@example.com", PASSWORD, Duration::from_secs(3600))
+        .await?;
+    let active = |role| {
+        CliSessionStatus::Active(Principal {
+            account_id: account.id,
+            role,
+        })
+    };
+    assert_eq!(
+        cli_session_status(&db.pool, &session.token).await?,
+        active(Role::Operator)
+    );
+    // Only the token's sha256 is stored.
+    let hash: Vec<u8> = Sha256::digest(session.token.as_bytes()).to_vec();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM accounts.cli_sessions")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(stored, hash);
+
+    sqlx::query("UPDATE accounts.accounts SET role = 'auditor' WHERE account_id = $1")
+        .bind(account.id)
+        .execute(&db.pool)
+        .await?;
+    assert_eq!(
+        cli_session_status(&db.pool, &session.token).await?,
+        active(Role::Auditor)
+    );
+
+    assert!(end_cli_session(&db.pool, &session.token).await?);
+    assert!(!end_cli_session(&db.pool, &session.token).await?);
+    assert_eq!(
+        cli_session_status(&db.pool, &session.token).await?,
+        CliSessionStatus::Revoked {
+            account_id: account.id
+        }
+    );
+    assert_eq!(
+        cli_session_status(&db.pool, "not-a-token").await?,
+        CliSessionStatus::Unknown
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cli_session_past_its_lifetime_is_expired() -> anyhow::Result<()> {
+    let (db, accounts) = setup().await?;
+    let account = accounts
+        .create("ned@example.com", PASSWORD, Role::Auditor)
+        .await?;
+    let session = accounts
+        .start_cli_session("ned@example.com", PASSWORD, Duration::from_secs(60))
+        .await?;
+    sqlx::query(
+        "UPDATE accounts.cli_sessions
+         SET created_at = now() - interval '2 minutes', expires_at = now() - interval '1 minute'",
+    )
+    .execute(&db.pool)
+    .await?;
+    assert_eq!(
+        cli_session_status(&db.pool, &session.token).await?,
+        CliSessionStatus::Expired {
+            account_id: account.id
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cli_login_fails_alike_for_a_wrong_password_or_an_unknown_email_and_stores_nothing(
+) -> anyhow::Result<()> {
+    let (db, accounts) = setup().await?;
+    accounts
+        .create("olga@example.com", PASSWORD, Role::Operator)
+        .await?;
+    let ttl = Duration::from_secs(60);
+    let wrong = accounts
+        .start_cli_session("olga@example.com", "wrong password", ttl)
+        .await
+        .unwrap_err();
+    let unknown = accounts
+        .start_cli_session("nobody@example.com", PASSWORD, ttl)
+        .await
+        .unwrap_err();
+    let zero = accounts
+        .start_cli_session("olga@example.com", PASSWORD, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, AuthError::InvalidCredentials), "{wrong:?}");
+    assert!(
+        matches!(unknown, AuthError::InvalidCredentials),
+        "{unknown:?}"
+    );
+    assert!(matches!(zero, AuthError::InvalidLifetime), "{zero:?}");
+    assert_eq!(count(&db, "cli_sessions").await, 0);
+    Ok(())
 }

@@ -15,9 +15,24 @@ use crate::support::{address, order_until, Shop};
 const PLACE: &str = "mutation($input: OrderPlaceInput!) {
     orderPlace(input: $input) { order { id } userErrors { code } } }";
 
-fn shopstream(shop: &Shop, args: &[&str]) -> Output {
+/// An operator's session token for the shop's CLI.
+fn operator(shop: &Shop) -> String {
+    sign_in(shop, "operator")
+}
+
+fn sign_in(shop: &Shop, role: &str) -> String {
+    testkit::cli::sign_in(
+        env!("CARGO_BIN_EXE_shopstream"),
+        &shop.settings().database_url,
+        role,
+    )
+    .token
+}
+
+fn shopstream(shop: &Shop, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shopstream"))
         .args(args)
+        .env("SHOPSTREAM_TOKEN", token)
         .env("NATS_URL", &shop.settings().nats_url)
         .env("DATABASE_URL", &shop.settings().database_url)
         .env("RUST_LOG", "warn")
@@ -188,6 +203,7 @@ async fn shop_with_history() -> (Shop, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_repairs_a_read_model_and_a_second_replay_changes_nothing() {
     let (shop, confirmed) = shop_with_history().await;
+    let op = operator(&shop);
     let db = shop.db();
     let healthy = dump(&db, "orders").await;
     let before = untouched(&shop).await;
@@ -205,6 +221,7 @@ async fn a_replay_repairs_a_read_model_and_a_second_replay_changes_nothing() {
 
     let first = shopstream(
         &shop,
+        &op,
         &["replay", "--target", "orders", "--reason", "repair", "-f"],
     );
     assert!(first.status.success(), "{}", text(&first));
@@ -221,6 +238,7 @@ async fn a_replay_repairs_a_read_model_and_a_second_replay_changes_nothing() {
 
     let second = shopstream(
         &shop,
+        &op,
         &["replay", "--target", "orders", "--reason", "again", "-f"],
     );
     assert!(second.status.success(), "{}", text(&second));
@@ -234,12 +252,14 @@ async fn a_replay_repairs_a_read_model_and_a_second_replay_changes_nothing() {
     // command (the log's end does not move).
     let notifier = shopstream(
         &shop,
+        &op,
         &["replay", "--target", "notifier", "--reason", "check", "-f"],
     );
     assert!(notifier.status.success(), "{}", text(&notifier));
     for _ in 0..2 {
         let saga = shopstream(
             &shop,
+            &op,
             &[
                 "replay", "--target", "saga", "--reason", "check", "-f", "--json",
             ],
@@ -271,6 +291,7 @@ async fn a_replay_repairs_a_read_model_and_a_second_replay_changes_nothing() {
 async fn the_saga_replay_reports_an_order_the_live_trigger_never_reached_and_does_nothing() {
     let shop = Shop::start_api(crate::support::api_settings()).await;
     shop.start_projectors();
+    let op = operator(&shop);
     let admin = shop.admin().await;
     let customer = shop.customer().await;
     shop.product(&admin, &[("LAMP-R", "30.00")], 5).await;
@@ -280,6 +301,7 @@ async fn the_saga_replay_reports_an_order_the_live_trigger_never_reached_and_doe
 
     let missed = shopstream(
         &shop,
+        &op,
         &[
             "replay", "--target", "saga", "--reason", "audit", "-f", "--json",
         ],
@@ -296,6 +318,7 @@ async fn the_saga_replay_reports_an_order_the_live_trigger_never_reached_and_doe
     order_until(&shop, &customer, &order, |o| o["status"] == "CONFIRMED").await;
     let handled = shopstream(
         &shop,
+        &op,
         &[
             "replay",
             "--target",
@@ -316,6 +339,7 @@ async fn the_saga_replay_reports_an_order_the_live_trigger_never_reached_and_doe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_replay_resumes_where_it_stopped_and_delivers_each_commit_once() {
     let (shop, _) = shop_with_history().await;
+    let op = operator(&shop);
     let db = shop.db();
     let healthy = dump(&db, "orders").await;
     sqlx::query(
@@ -333,6 +357,7 @@ async fn an_interrupted_replay_resumes_where_it_stopped_and_delivers_each_commit
         .args(args)
         .env("NATS_URL", &shop.settings().nats_url)
         .env("DATABASE_URL", &shop.settings().database_url)
+        .env("SHOPSTREAM_TOKEN", &op)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -362,7 +387,7 @@ async fn an_interrupted_replay_resumes_where_it_stopped_and_delivers_each_commit
     assert_eq!(jobs[0].1, "running", "{jobs:?}");
     let stopped_at = jobs[0].2;
 
-    let resumed = shopstream(&shop, &args.map(|a| if a == "4" { "0" } else { a }));
+    let resumed = shopstream(&shop, &op, &args.map(|a| if a == "4" { "0" } else { a }));
     // Another rate is the same selection: it resumes.
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(
@@ -379,6 +404,7 @@ async fn an_interrupted_replay_resumes_where_it_stopped_and_delivers_each_commit
     assert_eq!(jobs[0].1, "finished");
     let full = shopstream(
         &shop,
+        &op,
         &["replay", "--target", "orders", "--reason", "count", "-f"],
     );
     assert!(full.status.success(), "{}", text(&full));
@@ -389,12 +415,14 @@ async fn an_interrupted_replay_resumes_where_it_stopped_and_delivers_each_commit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_and_bad_input_change_nothing() {
     let (shop, confirmed) = shop_with_history().await;
+    let op = operator(&shop);
     let db = shop.db();
     let orders = dump(&db, "orders").await;
     let before = untouched(&shop).await;
 
     let dry = shopstream(
         &shop,
+        &op,
         &[
             "replay",
             "--target",
@@ -415,7 +443,7 @@ async fn a_dry_run_and_bad_input_change_nothing() {
     // Placed, reserved and authorised, confirmed and paid: three commits of that order.
     assert_eq!(report["summary"]["commits"], 3, "{report}");
     assert_eq!(report["consumers"], json!(["orders"]));
-    let text_dry = shopstream(&shop, &["replay", "--target", "sales", "--dry-run"]);
+    let text_dry = shopstream(&shop, &op, &["replay", "--target", "sales", "--dry-run"]);
     assert!(text_dry.status.success(), "{}", text(&text_dry));
     assert!(String::from_utf8_lossy(&text_dry.stdout).contains("dry run: nothing changed"));
 
@@ -502,7 +530,7 @@ async fn a_dry_run_and_bad_input_change_nothing() {
         ),
     ];
     for (args, expected) in refusals {
-        let output = shopstream(&shop, args);
+        let output = shopstream(&shop, &op, args);
         assert!(!output.status.success(), "{args:?} {}", text(&output));
         assert!(
             String::from_utf8_lossy(&output.stderr).contains(expected),
@@ -510,6 +538,22 @@ async fn a_dry_run_and_bad_input_change_nothing() {
             text(&output)
         );
     }
+    // A customer or an auditor may not replay: refused (exit 77) and recorded.
+    for role in ["customer", "auditor"] {
+        let token = sign_in(&shop, role);
+        let refused = shopstream(
+            &shop,
+            &token,
+            &["replay", "--target", "orders", "--reason", "x", "-f"],
+        );
+        assert_eq!(refused.status.code(), Some(77), "{}", text(&refused));
+    }
+    let (refusals,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM audit.access_log WHERE action = 'refused:replay'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(refusals, 2);
     assert!(replays(&db).await.is_empty());
     assert_eq!(dump(&db, "orders").await, orders);
     assert_untouched(&before, &untouched(&shop).await);

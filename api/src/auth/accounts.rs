@@ -196,6 +196,26 @@ impl Accounts {
     /// [`AuthError::InvalidCredentials`] for an unknown email or a wrong password.
     #[instrument(skip_all)]
     pub async fn login(&self, email: &str, password: &str) -> Result<Session, AuthError> {
+        let account = self.authenticate(email, password).await?;
+        let mut tx = self.inner.pool.begin().await?;
+        let refresh = self
+            .insert_refresh_token(&mut tx, account.id, Uuid::new_v4())
+            .await?;
+        tx.commit().await?;
+        tracing::info!(account_id = %account.id, "logged in");
+        self.session(account, refresh)
+    }
+
+    /// The account whose email and password these are, with its current role. Shared by
+    /// [`Accounts::login`] and [`Accounts::start_cli_session`].
+    ///
+    /// An unknown email costs the same password hashing as a wrong password, and both
+    /// fail the same way.
+    pub(crate) async fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<Account, AuthError> {
         // Neither a malformed email nor an over-long password can belong to an account.
         let Ok(email) = normalize_email(email) else {
             return Err(AuthError::InvalidCredentials);
@@ -219,14 +239,12 @@ impl Accounts {
         if !password::verify(password, &row.password_hash).await? {
             return Err(AuthError::InvalidCredentials);
         }
-        let account = Account::try_from(row.account)?;
-        let mut tx = self.inner.pool.begin().await?;
-        let refresh = self
-            .insert_refresh_token(&mut tx, account.id, Uuid::new_v4())
-            .await?;
-        tx.commit().await?;
-        tracing::info!(account_id = %account.id, "logged in");
-        self.session(account, refresh)
+        Account::try_from(row.account)
+    }
+
+    /// The pool the accounts live in, for the sessions' SQL next door.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.inner.pool
     }
 
     /// Trades a refresh token for a new session in the same family, with the account's

@@ -34,6 +34,9 @@ pub enum AuthError {
     /// The reason is for logs: callers only learn that the token is not valid.
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// A session lifetime of zero, or too long to add to the current time.
+    #[error("session lifetime out of range")]
+    InvalidLifetime,
     /// The signing secret is shorter than 32 bytes.
     #[error("the token signing secret must be at least 32 bytes")]
     WeakSecret,
@@ -51,7 +54,8 @@ impl AuthError {
         match self {
             AuthError::InvalidEmail
             | AuthError::WeakPassword { .. }
-            | AuthError::PasswordTooLong { .. } => "BAD_USER_INPUT",
+            | AuthError::PasswordTooLong { .. }
+            | AuthError::InvalidLifetime => "BAD_USER_INPUT",
             AuthError::EmailTaken => "CONFLICT",
             AuthError::InvalidCredentials | AuthError::InvalidToken(_) => "UNAUTHENTICATED",
             AuthError::WeakSecret | AuthError::Database(_) | AuthError::Hashing(_) => "INTERNAL",

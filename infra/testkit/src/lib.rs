@@ -1,10 +1,12 @@
 //! Real servers for tests: a `nats-server -js` per test on a free port with its own store
 //! directory, a fresh PostgreSQL database per test on the shared server, and a private
-//! PostgreSQL server for tests that crash and restart it. Nothing here is a mock.
+//! PostgreSQL server for tests that crash and restart it, and a signed-in `shopstream`
+//! command-line user. Nothing here is a mock.
 //!
 //! The nats-server binary comes from `NATS_SERVER_BIN` (set by `scripts/env.sh` after
 //! `scripts/install.sh`), else from `PATH`.
 
+pub mod cli;
 mod http;
 mod nats;
 mod postgres;

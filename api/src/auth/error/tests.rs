@@ -6,6 +6,7 @@ fn each_error_has_its_graphql_code() {
         (AuthError::InvalidEmail, "BAD_USER_INPUT"),
         (AuthError::weak_password(), "BAD_USER_INPUT"),
         (AuthError::password_too_long(), "BAD_USER_INPUT"),
+        (AuthError::InvalidLifetime, "BAD_USER_INPUT"),
         (AuthError::EmailTaken, "CONFLICT"),
         (AuthError::InvalidCredentials, "UNAUTHENTICATED"),
         (AuthError::InvalidToken("expired".into()), "UNAUTHENTICATED"),
