@@ -17,6 +17,7 @@ use infra_nats::subjects::aggregate_subject;
 use infra_nats::{provision, StreamSettings};
 use projections::dead_letters::{self, Action, DeadLetterFilter, ParkedSequence};
 use projections::fixtures;
+use projections::runtime::replay::{self, Selection};
 use projections::runtime::{rebuild, Projector, ProjectorConfig, RebuildOptions, RetryPolicy};
 use projections::{ApplyError, Delivery, Projection};
 use sqlx::{PgConnection, PgPool};
@@ -945,4 +946,190 @@ async fn a_rebuild_never_takes_commits_from_the_live_projector_so_their_effects_
     assert_eq!(effects, 50, "every commit's effect exactly once");
     drop(stop);
     task.await.unwrap();
+}
+
+/// Replays every selected commit of `selection` to the ledger, `chunk` positions at a
+/// time, stopping after `stop_after` chunks when given; returns the replay as stored.
+async fn replay_ledger(
+    harness: &Harness,
+    selection: &Selection,
+    chunk: usize,
+    stop_after: Option<usize>,
+) -> (replay::ReplayJob, replay::Begun) {
+    let pool = &harness.db.pool;
+    let (mut job, begun) = replay::begin(pool, "ledger", selection, "user:test", "repair")
+        .await
+        .unwrap();
+    let client = infra_nats::connect(&harness.nats.url()).await.unwrap();
+    let mut reader = replay::RangeReader::new(client, selection.clone(), job.cursor);
+    let mut chunks = 0;
+    while let Some(part) = reader.next_chunk(chunk).await.unwrap() {
+        if stop_after == Some(chunks) {
+            break;
+        }
+        let report = replay::apply_chunk(
+            pool,
+            harness.projection().as_ref(),
+            &job,
+            &part.commits,
+            part.end,
+        )
+        .await
+        .unwrap();
+        job.cursor = report.cursor;
+        chunks += 1;
+    }
+    (replay::get(pool, job.id).await.unwrap(), begun)
+}
+
+#[tokio::test]
+async fn a_replay_delivers_each_selected_commit_once_passes_over_parked_aggregates_and_stops_at_the_live_position(
+) {
+    let harness = Harness::start().await;
+    let (stop, task) = harness.spawn_projector();
+    let a1 = harness.receive("A", 1, "po").await;
+    let poison = harness.receive("A", 10, "poison").await;
+    let b1 = harness.receive("B", 5, "po").await;
+    let c1 = harness.receive("C", 7, "po").await;
+    let b2 = harness.receive("B", 6, "po").await;
+    harness.wait_for_position(b2).await;
+    eventually("A's poison commit to be parked", WAIT, || async {
+        let parked = dead_letters::list(&harness.db.pool, &DeadLetterFilter::default(), 10)
+            .await
+            .unwrap();
+        (!parked.is_empty()).then_some(())
+    })
+    .await;
+    drop(stop);
+    task.await.unwrap();
+    let live = harness.ledger().await;
+    let live_effects = effects(&harness.db.pool).await;
+
+    // The read model loses its rows; a replay of everything puts them back, B's in order.
+    sqlx::query("TRUNCATE ledger.skus")
+        .execute(&harness.db.pool)
+        .await
+        .unwrap();
+    let everything = Selection {
+        from: 1,
+        to: b2,
+        aggregate_type: None,
+        aggregate_id: None,
+    };
+    // Interrupted after two chunks of one position each, then resumed.
+    let (stopped, begun) = replay_ledger(&harness, &everything, 1, Some(2)).await;
+    assert_eq!(begun, replay::Begun::Started);
+    assert_eq!((stopped.status.as_str(), stopped.cursor), ("running", 2));
+    let (done, begun) = replay_ledger(&harness, &everything, 1, None).await;
+    assert_eq!(begun, replay::Begun::Resumed);
+    assert_eq!(done.id, stopped.id);
+    assert_eq!(done.status, "finished");
+    assert_eq!(harness.ledger().await, live, "each commit once, in order");
+    // A's poison head is parked: it and everything of A after it stay with the queue.
+    assert_eq!((done.delivered, done.skipped_parked), (4, 1));
+    assert_eq!(
+        ledger_rows(&harness.db.pool, "ledger").await["B"],
+        (11, vec![b1 as i64, b2 as i64])
+    );
+    assert_eq!(
+        effects(&harness.db.pool).await,
+        live_effects,
+        "no live effect"
+    );
+    let _ = (a1, poison, c1);
+
+    // One aggregate only, in chunks larger than the range.
+    sqlx::query("DELETE FROM ledger.skus WHERE sku = 'C'")
+        .execute(&harness.db.pool)
+        .await
+        .unwrap();
+    let only_c = Selection {
+        aggregate_type: Some("inventory".into()),
+        aggregate_id: Some("C".into()),
+        ..everything.clone()
+    };
+    let (job, _) = replay_ledger(&harness, &only_c, 100, None).await;
+    assert_eq!((job.delivered, job.status.as_str()), (1, "finished"));
+    assert_eq!(harness.ledger().await, live);
+
+    // Past the live projector's position (it is stopped): refused, nothing kept.
+    let beyond = harness.receive("D", 1, "po").await;
+    let past = Selection {
+        from: beyond,
+        to: beyond,
+        aggregate_type: None,
+        aggregate_id: None,
+    };
+    let (job, _) = replay::begin(&harness.db.pool, "ledger", &past, "user:test", "x")
+        .await
+        .unwrap();
+    let client = infra_nats::connect(&harness.nats.url()).await.unwrap();
+    let mut reader = replay::RangeReader::new(client, past.clone(), job.cursor);
+    let part = reader.next_chunk(10).await.unwrap().unwrap();
+    let refused = replay::apply_chunk(
+        &harness.db.pool,
+        harness.projection().as_ref(),
+        &job,
+        &part.commits,
+        part.end,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(replay::ReplayError::PastLive { live, .. }) if live == b2),
+        "{refused:?}"
+    );
+    assert_eq!(harness.ledger().await, live);
+    // Another selection on the same target waits for the unfinished one.
+    let other = replay::begin(&harness.db.pool, "ledger", &everything, "user:test", "x").await;
+    assert!(
+        matches!(other, Err(replay::ReplayError::OtherUnfinished(_))),
+        "{other:?}"
+    );
+    replay::abandon(&harness.db.pool, job.id).await.unwrap();
+    assert!(
+        replay::begin(&harness.db.pool, "ledger", &everything, "user:test", "x")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn the_first_position_at_a_time_is_found_by_the_times_the_server_stored() {
+    let harness = Harness::start().await;
+    let before = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(
+        infra_nats::first_position_at_or_after(&harness.jetstream, before)
+            .await
+            .unwrap(),
+        None,
+        "an empty log has no position"
+    );
+    let mut positions = Vec::new();
+    let mut times = Vec::new();
+    for sku in ["A", "B", "C", "D", "E"] {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        times.push(Utc::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        positions.push(harness.receive(sku, 1, "po").await);
+    }
+    for (time, position) in times.iter().zip(&positions) {
+        assert_eq!(
+            infra_nats::first_position_at_or_after(&harness.jetstream, *time)
+                .await
+                .unwrap(),
+            Some(*position)
+        );
+    }
+    assert_eq!(
+        infra_nats::first_position_at_or_after(&harness.jetstream, before)
+            .await
+            .unwrap(),
+        Some(positions[0])
+    );
+    assert_eq!(
+        infra_nats::first_position_at_or_after(&harness.jetstream, Utc::now())
+            .await
+            .unwrap(),
+        None
+    );
 }

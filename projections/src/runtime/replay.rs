@@ -10,8 +10,9 @@
 //! - A chunk locks the live projector's position row first: the live projector waits for
 //!   the chunk (never the other way round), and a replay never delivers a commit the live
 //!   projector has not applied yet; those are the live projector's to apply, with effects.
-//! - Aggregates the live projector has parked in the dead-letter queue are passed over:
-//!   their order is the queue's to keep (`dlq retry`), not the replay's.
+//! - Commits the live projector has parked in the dead-letter queue, and every later
+//!   commit of their aggregates, are passed over: their order is the queue's to keep
+//!   (`dlq retry`), not the replay's.
 //! - Projections apply replayed commits idempotently (their tests replay applied
 //!   commits and compare every row), and only live deliveries may cause effects outside
 //!   the read model, so a replay sends no notification; replaying twice changes nothing
@@ -19,7 +20,7 @@
 //!
 //! The saga's replay mode (crate `saga`) uses the same rows and the same reader.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use infra_nats::subjects::{aggregate_subject, aggregate_type_filter, EVENTS_SUBJECTS};
@@ -79,7 +80,8 @@ pub struct ReplayJob {
     pub cursor: u64,
     /// Selected commits handed to the target so far.
     pub delivered: u64,
-    /// Selected commits passed over because their aggregate is parked for the target.
+    /// Selected commits passed over because the target has them (or an earlier commit of
+    /// their aggregate) parked.
     pub skipped_parked: u64,
     pub outcome: Value,
     pub findings: Value,
@@ -417,14 +419,17 @@ pub async fn apply_chunk(
             live,
         });
     }
-    let parked: HashSet<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT aggregate_type, aggregate_id FROM public.dead_letters
-          WHERE consumer = $1 AND status = 'parked'",
+    // Per parked aggregate, its head: commits from there on wait in the queue.
+    let parked: HashMap<(String, String), u64> = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT aggregate_type, aggregate_id, min(position) FROM public.dead_letters
+          WHERE consumer = $1 AND status = 'parked'
+          GROUP BY aggregate_type, aggregate_id",
     )
     .bind(name)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
+    .map(|(kind, id, head)| ((kind, id), to_u64(head)))
     .collect();
     let consumed = projection.aggregate_types();
     let mut skipped_parked = 0;
@@ -438,7 +443,10 @@ pub async fn apply_chunk(
             envelope.aggregate_type.clone(),
             envelope.aggregate_id.clone(),
         );
-        if parked.contains(&key) {
+        if parked
+            .get(&key)
+            .is_some_and(|&head| commit.position >= head)
+        {
             skipped_parked += 1;
             continue;
         }
