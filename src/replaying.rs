@@ -250,12 +250,9 @@ async fn resolve_selection(
             from.max(to)
         );
     }
-    if from > to {
-        bail!("the range is empty: {from} comes after {to}; nothing changed");
-    }
     if let Target::Projector(projection) = target {
         let live = replay::live_position(db, projection.name()).await?;
-        if to > live {
+        if to > live || from > live {
             bail!(
                 "{}; nothing changed",
                 replay::ReplayError::PastLive {
@@ -264,6 +261,9 @@ async fn resolve_selection(
                 }
             );
         }
+    }
+    if from > to {
+        bail!("the range is empty: {from} comes after {to}; nothing changed");
     }
     Ok(Selection {
         from,
