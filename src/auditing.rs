@@ -8,7 +8,9 @@ use std::io::Write;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use domain::OrderId;
 use infra_nats::audit::{self, Bound};
+use projections::orders::OrderAsOf;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -56,6 +58,21 @@ pub enum AuditCommand {
         #[command(flatten)]
         bound: BoundArgs,
         /// Print the state with its version, position and time (otherwise the state only).
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// What the orders read model showed of one order as of a stream position: rebuilt
+    /// from the log (the order's and its payments' commits up to there) in a scratch copy
+    /// that is thrown away.
+    OrderView {
+        /// The order id (a UUID, or its GraphQL id `gid://shopstream/Order/<uuid>`).
+        order_id: String,
+        /// Every commit at or before this stream position.
+        #[arg(long)]
+        position: u64,
+        /// Print JSON.
         #[arg(short, long)]
         json: bool,
         #[command(flatten)]
@@ -111,6 +128,7 @@ impl AuditCommand {
             AuditCommand::Verify { settings, .. }
             | AuditCommand::History { settings, .. }
             | AuditCommand::State { settings, .. }
+            | AuditCommand::OrderView { settings, .. }
             | AuditCommand::Access { settings, .. } => settings,
         }
     }
@@ -149,6 +167,12 @@ impl AuditCommand {
                     "aggregate_id": aggregate_id,
                     "bound": bound.to_json(),
                 }),
+            ),
+            AuditCommand::OrderView {
+                order_id, position, ..
+            } => (
+                "order-view",
+                json!({ "order_id": order_id, "position": position }),
             ),
             AuditCommand::Access { limit, .. } => ("access", json!({ "limit": limit })),
         };
@@ -250,6 +274,32 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        AuditCommand::OrderView {
+            order_id,
+            position,
+            json,
+            settings,
+        } => {
+            let order_id = parse_order_id(&order_id)?;
+            log_access(
+                &db,
+                actor,
+                "order_as_of",
+                Some("order"),
+                Some(&order_id.to_string()),
+                json!({ "position": position }),
+            )
+            .await?;
+            let nats = crate::connect_nats(&settings).await?;
+            let js = async_nats::jetstream::new(nats);
+            let view = projections::orders::order_as_of(&db, &js, order_id, position).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print_order_view(&view)?;
+            }
+            Ok(0)
+        }
         AuditCommand::Access { limit, json, .. } => {
             log_access(&db, actor, "access", None, None, json!({ "limit": limit })).await?;
             let rows = api::audit_log::recent(&db, limit)
@@ -303,6 +353,54 @@ async fn log_access(
     )
     .await
     .context("recording the access in audit.access_log")
+}
+
+/// An order id as a UUID or as the API's global id.
+fn parse_order_id(text: &str) -> anyhow::Result<OrderId> {
+    let uuid = text.strip_prefix("gid://shopstream/Order/").unwrap_or(text);
+    uuid.parse()
+        .with_context(|| format!("`{text}` is not an order id (a UUID or gid://shopstream/Order/<uuid>)"))
+}
+
+fn print_order_view(view: &OrderAsOf) -> anyhow::Result<()> {
+    let order = &view.order;
+    let summary = &order.summary;
+    println!(
+        "order {} as of position {} (last commit folded at {}, {} commits)",
+        view.order_id, view.position, view.last_applied, view.commits
+    );
+    println!(
+        "status {:?}, payment {:?}, total {}, {} lines, {} items, placed {}, updated {}",
+        summary.status,
+        summary.payment_state,
+        summary.total,
+        summary.line_count,
+        summary.item_count,
+        summary.placed_at.to_rfc3339(),
+        summary.updated_at.to_rfc3339()
+    );
+    for line in &order.lines {
+        println!(
+            "  {:<24} {:>5} x {:>12} = {:>12}",
+            line.sku, line.quantity, line.unit_price, line.line_total
+        );
+    }
+    println!("timeline:");
+    for change in &order.timeline {
+        println!(
+            "  {:>10}  {:<25}  {:?}{}",
+            change.position,
+            change.at.to_rfc3339(),
+            change.status,
+            change
+                .reason
+                .as_deref()
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default()
+        );
+    }
+    std::io::stdout().flush()?;
+    Ok(())
 }
 
 fn print_verify(report: &audit::VerifyReport, json: bool) -> anyhow::Result<()> {

@@ -467,6 +467,37 @@ pub async fn fold_to<A: Aggregate>(
     })
 }
 
+/// Every commit of one aggregate stored at or before `position`, oldest first: what a
+/// read model could have seen of that aggregate when the log ended there. An aggregate
+/// with no commit by then gives an empty list.
+///
+/// # Errors
+/// [`AuditError::Store`] when the log cannot be read or a commit does not decode.
+pub async fn commits_until(
+    client: &async_nats::Client,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    position: u64,
+) -> Result<Vec<RecordedCommit>, AuditError> {
+    let subject = aggregate_subject(aggregate_type, aggregate_id);
+    let mut commits = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = read_subject_batch(client, &subject, after).await?;
+        let complete = batch.len() < DIRECT_GET_BATCH;
+        for (at, payload) in batch {
+            if at > position {
+                return Ok(commits);
+            }
+            commits.push(RecordedCommit::decode(at, &payload)?);
+            after = at;
+        }
+        if complete {
+            return Ok(commits);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -19,6 +19,7 @@
 //! ([`orders_by_ids`], [`lines_for_orders`], [`timelines_for_orders`]) read what a page
 //! of orders needs in one query each.
 
+pub mod as_of;
 mod projection;
 pub(crate) mod query;
 
@@ -27,6 +28,7 @@ use std::str::FromStr;
 
 use domain::order::OrderStatus;
 
+pub use as_of::{order_as_of, AsOfError, OrderAsOf};
 pub use projection::OrdersProjection;
 pub use query::{
     customer_orders, details_by_ids, lines_for_orders, order, orders, orders_by_ids,

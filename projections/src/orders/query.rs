@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use domain::ids::{CustomerId, OrderId, PaymentId};
@@ -182,15 +183,43 @@ struct DetailWithChildren {
     timeline: Json<Vec<TimelineColumns>>,
 }
 
-/// An order row with its lines and timeline aggregated as JSON, to be filtered.
-const DETAIL_SELECT: &str = "SELECT o.*,
+/// An order row with its lines and timeline aggregated as JSON, to be filtered, from the
+/// tables of `schema` (the live `orders`, or a scratch copy: see [`super::as_of`]).
+fn detail_select(schema: &str) -> String {
+    format!(
+        "SELECT o.*,
     (SELECT coalesce(json_agg(json_build_array(l.sku, l.quantity, l.unit_price_minor,
                 l.line_total_minor, l.currency) ORDER BY l.line_no), '[]'::json)
-       FROM orders.order_lines l WHERE l.order_id = o.order_id) AS lines,
+       FROM \"{schema}\".order_lines l WHERE l.order_id = o.order_id) AS lines,
     (SELECT coalesce(json_agg(json_build_array(t.status, t.occurred_at, t.reason,
                 t.position) ORDER BY t.position, t.event_index), '[]'::json)
-       FROM orders.status_timeline t WHERE t.order_id = o.order_id) AS timeline
- FROM orders.orders o";
+       FROM \"{schema}\".status_timeline t WHERE t.order_id = o.order_id) AS timeline
+ FROM \"{schema}\".orders o"
+    )
+}
+
+/// [`detail_select`] of the live schema.
+static DETAIL_SELECT: LazyLock<String> = LazyLock::new(|| detail_select("orders"));
+
+/// One order with its lines and timeline from the tables of `schema`, on `conn` (inside
+/// whatever transaction it holds).
+///
+/// # Errors
+/// When PostgreSQL fails or holds a value this code cannot read.
+pub(crate) async fn order_in(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    id: OrderId,
+) -> Result<Option<OrderDetail>, sqlx::Error> {
+    let found: Option<DetailWithChildren> = sqlx::query_as(&format!(
+        "{} WHERE o.order_id = $1",
+        detail_select(schema)
+    ))
+    .bind(id.as_uuid())
+    .fetch_optional(conn)
+    .await?;
+    found.map(detail_from).transpose()
+}
 
 /// One order with its lines and timeline; `None` when the read model does not know it.
 ///
@@ -200,7 +229,7 @@ pub async fn order(pool: &PgPool, id: OrderId) -> Result<Option<OrderDetail>, sq
     // One statement (lines and timeline aggregated as JSON): a single round trip, which
     // is most of the cost of reading one order.
     let found: Option<DetailWithChildren> =
-        sqlx::query_as(&format!("{DETAIL_SELECT} WHERE o.order_id = $1"))
+        sqlx::query_as(&format!("{} WHERE o.order_id = $1", *DETAIL_SELECT))
             .bind(id.as_uuid())
             .fetch_optional(pool)
             .await?;
@@ -219,7 +248,7 @@ pub async fn details_by_ids(
 ) -> Result<HashMap<OrderId, OrderDetail>, sqlx::Error> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
     let found: Vec<DetailWithChildren> =
-        sqlx::query_as(&format!("{DETAIL_SELECT} WHERE o.order_id = ANY($1)"))
+        sqlx::query_as(&format!("{} WHERE o.order_id = ANY($1)", *DETAIL_SELECT))
             .bind(&ids)
             .fetch_all(pool)
             .await?;
