@@ -358,8 +358,9 @@ async fn log_access(
 /// An order id as a UUID or as the API's global id.
 fn parse_order_id(text: &str) -> anyhow::Result<OrderId> {
     let uuid = text.strip_prefix("gid://shopstream/Order/").unwrap_or(text);
-    uuid.parse()
-        .with_context(|| format!("`{text}` is not an order id (a UUID or gid://shopstream/Order/<uuid>)"))
+    uuid.parse().with_context(|| {
+        format!("`{text}` is not an order id (a UUID or gid://shopstream/Order/<uuid>)")
+    })
 }
 
 fn print_order_view(view: &OrderAsOf) -> anyhow::Result<()> {

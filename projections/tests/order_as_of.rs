@@ -81,15 +81,19 @@ impl Shop {
 
 /// The orders read model's view of `id` once the live projector has reached `position`.
 async fn live_view_at(pool: &PgPool, id: OrderId, position: u64) -> OrderDetail {
-    eventually("the orders projector reaches the position", WAIT, || async {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT position FROM projector_positions WHERE projector = 'orders'",
-        )
-        .fetch_optional(pool)
-        .await
-        .unwrap();
-        at.filter(|at| *at as u64 >= position)
-    })
+    eventually(
+        "the orders projector reaches the position",
+        WAIT,
+        || async {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT position FROM projector_positions WHERE projector = 'orders'",
+            )
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+            at.filter(|at| *at as u64 >= position)
+        },
+    )
     .await;
     orders::order(pool, id).await.unwrap().expect("projected")
 }
@@ -140,98 +144,105 @@ async fn the_view_at_every_position_is_what_the_live_read_model_showed_then() {
     // (position, what the live read model showed once it got there)
     let mut seen: Vec<(u64, OrderDetail)> = Vec::new();
     let total = eur(2 * 850 + 1999);
-    let steps: Vec<(bool, CommitOutcome)> = vec![
-        (true, shop.order(audited, place(audited, 2)).await),
-        (true, shop.order(audited, OrderCommand::MarkStockReserved).await),
-        (
-            false,
-            shop.order(other, OrderCommand::MarkStockReserved).await,
-        ),
-        (
-            true,
-            shop.payment(
-                payment,
-                PaymentCommand::AuthorisePayment {
-                    payment_id: payment,
-                    order_id: audited,
-                    amount: total,
-                    method: PaymentMethod::Card {
-                        token: "tok_ok".to_owned(),
-                    },
-                    provider_reference: "auth-1".to_owned(),
-                },
-            )
-            .await,
-        ),
-        (
-            false,
-            shop.payment(
-                other_payment,
-                PaymentCommand::DeclinePayment {
-                    payment_id: other_payment,
-                    order_id: other,
-                    amount: eur(2849),
-                    reason: "declined".to_owned(),
-                },
-            )
-            .await,
-        ),
-        (
-            true,
-            shop.order(
-                audited,
-                OrderCommand::ConfirmPaidOrder {
-                    payment_id: payment,
-                },
-            )
-            .await,
-        ),
-        (
-            true,
-            shop.payment(payment, PaymentCommand::CapturePayment { amount: total })
-                .await,
-        ),
-        (
-            true,
-            shop.order(
-                audited,
-                OrderCommand::CancelOrder {
-                    reason: "changed my mind".to_owned(),
-                    by: Canceller::Customer,
-                },
-            )
-            .await,
-        ),
-        (
-            true,
-            shop.payment(
-                payment,
-                PaymentCommand::RefundPayment {
-                    refund_id: RefundId(Uuid::new_v4()),
-                    amount: total,
-                    reason: "changed my mind".to_owned(),
-                },
-            )
-            .await,
-        ),
-        (
-            true,
-            shop.order(
-                audited,
-                OrderCommand::MarkRefunded {
-                    amount: total,
-                    reason: "changed my mind".to_owned(),
-                },
-            )
-            .await,
-        ),
-    ];
-    for (_, outcome) in &steps {
-        seen.push((
-            outcome.position,
-            live_view_at(&db.pool, audited, outcome.position).await,
-        ));
+    let mut steps: Vec<(bool, CommitOutcome)> = Vec::new();
+    // Each step is read from the live read model before the next is sent.
+    macro_rules! step {
+        ($touches:expr, $command:expr) => {{
+            let outcome = $command;
+            seen.push((
+                outcome.position,
+                live_view_at(&db.pool, audited, outcome.position).await,
+            ));
+            steps.push(($touches, outcome));
+        }};
     }
+    step!(true, shop.order(audited, place(audited, 2)).await);
+    step!(
+        true,
+        shop.order(audited, OrderCommand::MarkStockReserved).await
+    );
+    step!(
+        false,
+        shop.order(other, OrderCommand::MarkStockReserved).await
+    );
+    step!(
+        true,
+        shop.payment(
+            payment,
+            PaymentCommand::AuthorisePayment {
+                payment_id: payment,
+                order_id: audited,
+                amount: total,
+                method: PaymentMethod::Card {
+                    token: "tok_ok".to_owned(),
+                },
+                provider_reference: "auth-1".to_owned(),
+            },
+        )
+        .await
+    );
+    step!(
+        false,
+        shop.payment(
+            other_payment,
+            PaymentCommand::DeclinePayment {
+                payment_id: other_payment,
+                order_id: other,
+                amount: eur(2849),
+                reason: "declined".to_owned(),
+            },
+        )
+        .await
+    );
+    step!(
+        true,
+        shop.order(
+            audited,
+            OrderCommand::ConfirmPaidOrder {
+                payment_id: payment,
+            },
+        )
+        .await
+    );
+    step!(
+        true,
+        shop.payment(payment, PaymentCommand::CapturePayment { amount: total })
+            .await
+    );
+    step!(
+        true,
+        shop.order(
+            audited,
+            OrderCommand::CancelOrder {
+                reason: "changed my mind".to_owned(),
+                by: Canceller::Customer,
+            },
+        )
+        .await
+    );
+    step!(
+        true,
+        shop.payment(
+            payment,
+            PaymentCommand::RefundPayment {
+                refund_id: RefundId(Uuid::new_v4()),
+                amount: total,
+                reason: "changed my mind".to_owned(),
+            },
+        )
+        .await
+    );
+    step!(
+        true,
+        shop.order(
+            audited,
+            OrderCommand::MarkRefunded {
+                amount: total,
+                reason: "changed my mind".to_owned(),
+            },
+        )
+        .await
+    );
     // The view changed along the way (the test would prove nothing if it had not).
     assert_ne!(seen.first().unwrap().1, seen.last().unwrap().1);
 
@@ -247,8 +258,8 @@ async fn the_view_at_every_position_is_what_the_live_read_model_showed_then() {
         }
     }
     // Between the audited order's commits the view stands still.
-    let (other_reserved, _) = &steps[2];
-    let (placed_and_reserved, _) = &steps[1];
+    let (_, other_reserved) = &steps[2];
+    let (_, placed_and_reserved) = &steps[1];
     let view = order_as_of(&db.pool, &js, audited, other_reserved.position)
         .await
         .unwrap();

@@ -78,7 +78,12 @@ const ORDER_AS_OF: &str = "query($id: ID!, $p: String!) {
 
 /// `STOCK_RESERVED` and `stock_reserved` or `StockReserved` name the same status.
 fn same_word(a: &Value, b: &Value) -> bool {
-    let word = |v: &Value| v.as_str().unwrap_or_default().replace('_', "").to_lowercase();
+    let word = |v: &Value| {
+        v.as_str()
+            .unwrap_or_default()
+            .replace('_', "")
+            .to_lowercase()
+    };
     word(a) == word(b)
 }
 
@@ -113,18 +118,28 @@ async fn an_auditor_sees_an_order_as_the_read_model_showed_it_at_each_position()
     for (index, change) in timeline.iter().enumerate() {
         let position = change["position"].as_str().unwrap();
         let data = shop
-            .ok(Some(&auditor), ORDER_AS_OF, json!({ "id": order, "p": position }))
+            .ok(
+                Some(&auditor),
+                ORDER_AS_OF,
+                json!({ "id": order, "p": position }),
+            )
             .await;
         let view = &data["orderAsOf"];
         assert_eq!(view["position"], position, "{view}");
         assert_eq!(view["lastApplied"], position, "{view}");
         let past = &view["order"];
-        assert!(same_word(&past["summary"]["status"], &change["status"]), "{view}");
+        assert!(
+            same_word(&past["summary"]["status"], &change["status"]),
+            "{view}"
+        );
         let past_timeline = past["timeline"].as_array().unwrap();
         assert_eq!(past_timeline.len(), index + 1, "{view}");
         for (then, now) in past_timeline.iter().zip(timeline) {
             assert!(same_word(&then["status"], &now["status"]), "{view}");
-            assert_eq!(then["position"].to_string(), now["position"].as_str().unwrap());
+            assert_eq!(
+                then["position"].to_string(),
+                now["position"].as_str().unwrap()
+            );
         }
         assert_eq!(past["summary"]["total"]["amount_minor"], 1700, "{view}");
     }
@@ -132,10 +147,17 @@ async fn an_auditor_sees_an_order_as_the_read_model_showed_it_at_each_position()
     // through the saga, since the order never names a declined payment).
     let last = timeline.last().unwrap()["position"].as_str().unwrap();
     let latest = shop
-        .ok(Some(&auditor), ORDER_AS_OF, json!({ "id": order, "p": last }))
+        .ok(
+            Some(&auditor),
+            ORDER_AS_OF,
+            json!({ "id": order, "p": last }),
+        )
         .await;
     assert!(
-        same_word(&latest["orderAsOf"]["order"]["summary"]["payment_state"], &live["paymentState"]),
+        same_word(
+            &latest["orderAsOf"]["order"]["summary"]["payment_state"],
+            &live["paymentState"]
+        ),
         "{latest} vs {live}"
     );
 
@@ -145,7 +167,11 @@ async fn an_auditor_sees_an_order_as_the_read_model_showed_it_at_each_position()
         .await;
     assert_eq!(codes(&refused), ["FORBIDDEN"], "{refused}");
     let past_end = shop
-        .gql(Some(&auditor), ORDER_AS_OF, json!({ "id": order, "p": "999999999" }))
+        .gql(
+            Some(&auditor),
+            ORDER_AS_OF,
+            json!({ "id": order, "p": "999999999" }),
+        )
         .await;
     assert_eq!(codes(&past_end), ["BAD_USER_INPUT"], "{past_end}");
     let unknown = shop

@@ -3,12 +3,14 @@
 //!
 //! The orders read model of one order is the fold of the order's commits and the commits
 //! of its payments. This reads those commits up to the position from the log (the
-//! payments are found through the order's own events and its saga's), and applies them
+//! payments are found through the order's own events, its saga's, and the live model's
+//! payment links), and applies them
 //! with the live [`OrdersProjection`] into a scratch copy of the `orders` tables, inside
 //! one transaction on a connection of its own that is always rolled back. The live
 //! tables are only read for their structure; nothing is left behind, even on error.
 
 use async_nats::jetstream;
+use cqrs_es::Aggregate;
 use domain::ids::{OrderId, PaymentId};
 use domain::order::{Order, OrderEvent};
 use domain::payment::Payment;
@@ -102,8 +104,19 @@ pub async fn order_as_of(
         });
     }
     let saga_commits = audit::commits_until(&client, OrderSaga::TYPE, &id, position).await?;
+    // The live model's links find payments neither the order nor a saga names (one
+    // authorised outside a saga); what is folded still comes from the log alone.
+    let linked: Vec<Uuid> =
+        sqlx::query_scalar("SELECT payment_id FROM orders.order_payments WHERE order_id = $1")
+            .bind(order_id.as_uuid())
+            .fetch_all(pool)
+            .await?;
     let mut commits = order_commits.clone();
-    for payment in payment_ids(&order_commits, &saga_commits)? {
+    let mut payments = payment_ids(&order_commits, &saga_commits)?;
+    payments.extend(linked.into_iter().map(PaymentId::from_uuid));
+    payments.sort_by_key(|id| id.as_uuid());
+    payments.dedup();
+    for payment in payments {
         let payment = payment.as_uuid().to_string();
         commits.extend(audit::commits_until(&client, Payment::TYPE, &payment, position).await?);
     }
@@ -139,8 +152,6 @@ fn payment_ids(
             }
         }
     }
-    ids.sort_by_key(|id| id.as_uuid());
-    ids.dedup();
     Ok(ids)
 }
 

@@ -211,13 +211,11 @@ pub(crate) async fn order_in(
     schema: &str,
     id: OrderId,
 ) -> Result<Option<OrderDetail>, sqlx::Error> {
-    let found: Option<DetailWithChildren> = sqlx::query_as(&format!(
-        "{} WHERE o.order_id = $1",
-        detail_select(schema)
-    ))
-    .bind(id.as_uuid())
-    .fetch_optional(conn)
-    .await?;
+    let found: Option<DetailWithChildren> =
+        sqlx::query_as(&format!("{} WHERE o.order_id = $1", detail_select(schema)))
+            .bind(id.as_uuid())
+            .fetch_optional(conn)
+            .await?;
     found.map(detail_from).transpose()
 }
 
