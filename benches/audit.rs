@@ -17,7 +17,7 @@
 //!   --after-version` does, and a cold load through the event store without and with the
 //!   snapshot. Each is run `BENCH_REPEAT` (5) times and the median time is reported.
 //!   Baseline: batch direct get of the aggregate's subject, not decoded.
-//! - dead letters, per count in `BENCH_DLQ_AGGREGATES` (`10000,100`): `BENCH_DLQ_COMMITS`
+//! - dead letters, per count in `BENCH_DLQ_AGGREGATES` (`1000,10`): `BENCH_DLQ_COMMITS`
 //!   (10,000) commits across that many SKUs, parked by the inventory projector (a trigger
 //!   refuses their stock rows), the trigger dropped, then `dlq retry --all -f` (the
 //!   command's own function, `projecting::dlq_bulk`). Baseline: batch direct get of the
@@ -82,7 +82,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let dlq_aggregates: String = env_or("BENCH_DLQ_AGGREGATES", "10000,100".to_owned())?;
+        let dlq_aggregates: String = env_or("BENCH_DLQ_AGGREGATES", "1000,10".to_owned())?;
         let config = Self {
             replay_commits: env_or("BENCH_REPLAY_COMMITS", 100_000)?,
             aggregates: env_or("BENCH_AGGREGATES", 10_000)?,
@@ -93,7 +93,9 @@ impl Config {
                 .split(',')
                 .map(|n| n.trim().parse::<u64>())
                 .collect::<Result<_, _>>()
-                .map_err(|_| anyhow::anyhow!("BENCH_DLQ_AGGREGATES={dlq_aggregates} is not a list of counts"))?,
+                .map_err(|_| {
+                    anyhow::anyhow!("BENCH_DLQ_AGGREGATES={dlq_aggregates} is not a list of counts")
+                })?,
         };
         if config.replay_commits == 0
             || config.aggregates == 0
@@ -126,7 +128,8 @@ fn main() -> anyhow::Result<()> {
 
 /// A field of `/proc/self/status` in KiB (`VmRSS:`, `VmHWM:`).
 fn status_kib(field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status
         .lines()
         .find_map(|line| {
@@ -194,7 +197,12 @@ impl Row {
         row
     }
 
-    fn against(step: impl Into<String>, items: u64, measured: Measured, baseline_rate: f64) -> Self {
+    fn against(
+        step: impl Into<String>,
+        items: u64,
+        measured: Measured,
+        baseline_rate: f64,
+    ) -> Self {
         Self {
             step: step.into(),
             items,
@@ -261,7 +269,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!(
-            "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} (+{:.1}) |",
+            "| {} | {} | {:.3} | {:.0} | {:.3} | {:.1} (+{:.1}) |",
             row.step,
             row.items,
             row.seconds,
@@ -399,12 +407,10 @@ async fn audit_section(
     let sku = "HOT-1";
     eprintln!("audit: committing {events} events to inventory {sku} through CommandBus");
     let started = Instant::now();
-    let store = JetStreamEventStore::<Inventory>::new(
-        env.client.clone(),
-        EventStoreConfig::default(),
-    )
-    .await?
-    .with_upcasters(domain::inventory::upcasters());
+    let store =
+        JetStreamEventStore::<Inventory>::new(env.client.clone(), EventStoreConfig::default())
+            .await?
+            .with_upcasters(domain::inventory::upcasters());
     let bus = CommandBus::new(store, (), ConflictPolicy::default());
     let mut version = 0;
     let mut order = OrderId::from(Uuid::nil());
@@ -473,10 +479,15 @@ async fn audit_section(
     })
     .await?;
     if state.version != events {
-        bail!("state_at folded up to version {}, not {events}", state.version);
+        bail!(
+            "state_at folded up to version {}, not {events}",
+            state.version
+        );
     }
     rows.push(Row::against(
-        format!("audit: `state_at` at version {events} (`audit state --version`; never uses snapshots)"),
+        format!(
+            "audit: `state_at` at version {events} (`audit state --version`; never uses snapshots)"
+        ),
         items,
         measured,
         rate,
@@ -487,7 +498,10 @@ async fn audit_section(
     })
     .await?;
     if page.events.len() != events {
-        bail!("history returned {} events, not {events}", page.events.len());
+        bail!(
+            "history returned {} events, not {events}",
+            page.events.len()
+        );
     }
     rows.push(Row::against(
         format!("audit: `history`, one page of {events}"),
@@ -598,7 +612,7 @@ async fn dlq_section(
         },
     )
     .await?;
-    let parked = parked(pool).await?;
+    let parked = parked_count(pool).await?;
     eprintln!(
         "dlq: {parked} parked in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -652,7 +666,7 @@ async fn dlq_section(
     )
     .await?;
     let measured = meter.stop()?;
-    let left = parked(pool).await?;
+    let left = parked_count(pool).await?;
     if left != 0 {
         bail!("{left} commits still parked after the retry");
     }
@@ -687,7 +701,7 @@ async fn poison(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn parked(pool: &PgPool) -> anyhow::Result<u64> {
+async fn parked_count(pool: &PgPool) -> anyhow::Result<u64> {
     let parked: i64 =
         sqlx::query_scalar("SELECT count(*) FROM public.dead_letters WHERE status = 'parked'")
             .fetch_one(pool)
