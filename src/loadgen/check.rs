@@ -106,6 +106,7 @@ pub async fn check(settings: &Settings, options: &CheckOptions) -> anyhow::Resul
     let mut orders: BTreeMap<Uuid, Recorded> = BTreeMap::new();
     let mut cancels: BTreeMap<Uuid, u64> = BTreeMap::new();
     let mut received: BTreeMap<String, u64> = BTreeMap::new();
+    let mut receipts = 0;
     for entry in entries {
         match entry {
             Entry::Order {
@@ -130,6 +131,7 @@ pub async fn check(settings: &Settings, options: &CheckOptions) -> anyhow::Resul
                 cancels.insert(order_id, position);
             }
             Entry::Receive { sku, quantity, .. } => {
+                receipts += 1;
                 *received.entry(sku).or_default() += u64::from(quantity);
             }
         }
@@ -192,7 +194,7 @@ pub async fn check(settings: &Settings, options: &CheckOptions) -> anyhow::Resul
     Ok(CheckReport {
         orders: orders.len(),
         cancellations: cancels.len(),
-        receipts: received.len(),
+        receipts,
         skus: skus.len(),
         order_statuses,
         settled_in_seconds: settled_in.as_secs_f64(),
@@ -209,10 +211,11 @@ impl CheckReport {
             .map(|(status, n)| format!("{n} {status}"))
             .collect();
         let mut out = format!(
-            "checked {} acknowledged orders ({}), {} acknowledged cancellations, {} SKUs; settled in {:.1} s\n",
+            "checked {} acknowledged orders ({}), {} acknowledged cancellations, {} acknowledged stock receipts, {} SKUs; settled in {:.1} s\n",
             self.orders,
             if statuses.is_empty() { "none".to_owned() } else { statuses.join(", ") },
             self.cancellations,
+            self.receipts,
             self.skus,
             self.settled_in_seconds,
         );
