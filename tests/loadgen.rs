@@ -50,6 +50,8 @@ fn role(name: &str, nats: &NatsServer, db: &TestDatabase, http: SocketAddr) -> C
         // A busy test machine may hold the projectors back for a while: the payloads'
         // bounded wait for the read models should not be what fails.
         .env("READ_YOUR_WRITES_TIMEOUT_MS", "30000")
+        // Two API replicas accept each other's tokens.
+        .env("JWT_SECRET", "loadgen-test-secret-loadgen-test-secret")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -94,17 +96,20 @@ async fn a_short_load_through_the_api_leaves_every_invariant_intact() {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
     let admin = testkit::cli::sign_in(BIN, &db.url, "admin");
-    let http = free_addr();
+    let (api, other_api) = (free_addr(), free_addr());
     let _roles = Roles(vec![
-        role("serve", &nats, &db, http),
-        role("project", &nats, &db, http),
-        role("saga", &nats, &db, http),
+        role("serve", &nats, &db, api),
+        role("serve", &nats, &db, other_api),
+        role("project", &nats, &db, api),
+        role("saga", &nats, &db, api),
     ]);
-    eventually("the API to answer", Duration::from_secs(60), || async {
-        let (status, _) = testkit::http_get(http, "/livez").await.ok()?;
-        (status == 200).then_some(())
-    })
-    .await;
+    for http in [api, other_api] {
+        eventually("the API to answer", Duration::from_secs(60), || async {
+            let (status, _) = testkit::http_get(http, "/livez").await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.jsonl");
@@ -112,7 +117,7 @@ async fn a_short_load_through_the_api_leaves_every_invariant_intact() {
         .args([
             "loadgen",
             "--url",
-            &format!("http://{http}/graphql"),
+            &format!("http://{api}/graphql,http://{other_api}/graphql"),
             "--rate",
             "25",
             "--duration",
@@ -172,6 +177,14 @@ async fn a_short_load_through_the_api_leaves_every_invariant_intact() {
         summary["acknowledged"]["receipts"].as_u64().unwrap()
     );
     assert!(count("receive") >= 5, "{summary:#}");
+    // Both replicas served the load's orders.
+    for http in [api, other_api] {
+        let (_, metrics) = testkit::http_get(http, "/metrics").await.unwrap();
+        assert!(
+            metrics.contains(r#"field="orderPlace""#),
+            "{http} placed no order: {metrics}"
+        );
+    }
 
     let checked = check(&nats, &db, &record, "120s");
     assert!(
