@@ -55,6 +55,8 @@ pub struct CheckReport {
     /// Recorded orders by the status the log shows.
     pub order_statuses: BTreeMap<String, usize>,
     pub settled_in_seconds: f64,
+    /// Whether every read model was recomputed from the log and compared.
+    pub verified_read_models: bool,
     pub violations: Vec<Violation>,
 }
 
@@ -198,6 +200,7 @@ pub async fn check(settings: &Settings, options: &CheckOptions) -> anyhow::Resul
         skus: skus.len(),
         order_statuses,
         settled_in_seconds: settled_in.as_secs_f64(),
+        verified_read_models: options.verify_read_models,
         violations,
     })
 }
@@ -219,6 +222,11 @@ impl CheckReport {
             self.skus,
             self.settled_in_seconds,
         );
+        if self.verified_read_models {
+            out.push_str(
+                "every read model was recomputed from the log and compared with the live one\n",
+            );
+        }
         if self.violations.is_empty() {
             out.push_str(
                 "every invariant holds: no acknowledged order lost, every order terminal, no oversold or stranded stock, payments balance, no duplicate notification\n",
