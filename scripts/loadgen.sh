@@ -10,6 +10,7 @@
 # `shopstream loadgen`, then `shopstream loadgen check` on its record, and prints both.
 # Exits with the checker's code (2 when an invariant failed). Bounded: the load runs
 # LOAD_SECONDS, the checker waits at most SETTLE_SECONDS for orders to settle.
+# SHOPSTREAM_BIN runs a binary built already instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh >/dev/null
@@ -22,8 +23,12 @@ PRODUCTS="${PRODUCTS:-40}"
 STOCK="${STOCK:-5000}"
 SEED="${SEED:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build --release --locked --bin shopstream >/dev/null
-BIN="$CARGO_TARGET_DIR/release/shopstream"
+if [ -n "${SHOPSTREAM_BIN:-}" ]; then
+  BIN="$SHOPSTREAM_BIN"   # a binary built already (skips the release build)
+else
+  cargo build --release --locked --bin shopstream >/dev/null
+  BIN="$CARGO_TARGET_DIR/release/shopstream"
+fi
 
 WORK="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -59,7 +64,7 @@ for _ in $(seq 1 100); do curl -sf "http://$HTTP_ADDR/readyz" >/dev/null && brea
 export LOADGEN_ADMIN_EMAIL=admin@loadgen.local LOADGEN_ADMIN_PASSWORD="loadgen-admin-password"
 SHOPSTREAM_PASSWORD="$LOADGEN_ADMIN_PASSWORD" "$BIN" accounts create --email "$LOADGEN_ADMIN_EMAIL" --role admin >/dev/null
 
-echo "nats-server $(nats-server --version | awk '{print $NF}'), $(nproc) cores, $(psql -tA -h 127.0.0.1 -U postgres -c 'SHOW server_version' postgres | cut -d' ' -f1) PostgreSQL"
+echo "nats-server $(nats-server --version | awk '{print $NF}'), PostgreSQL $(psql -tA -h 127.0.0.1 -U postgres -c 'SHOW server_version' postgres | cut -d' ' -f1), $(nproc) cores"
 MIX_ARGS=()
 if [ -n "${MIX:-}" ]; then MIX_ARGS=(--mix "$MIX"); fi
 "$BIN" loadgen --url "http://$HTTP_ADDR/graphql" --rate "$RATE" --duration "${LOAD_SECONDS}s" \

@@ -156,6 +156,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Summary> {
         ),
         _ => None,
     };
+    if args.rate > 200.0 {
+        // The API's default per-IP limit; every request here comes from one address.
+        eprintln!(
+            "note: above 200 requests/s from one address the API's default per-IP limit answers \
+             RATE_LIMITED; start it with RATE_LIMIT_IP_PER_SECOND=0"
+        );
+    }
     let customers = if args.customers == 0 {
         ((args.rate / 20.0).ceil() as usize).max(10)
     } else {
