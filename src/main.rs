@@ -9,6 +9,7 @@ use shopstream::auditing::AuditCommand;
 use shopstream::cli_auth::{self, Caller, Gate, Login};
 use shopstream::projecting;
 use shopstream::replaying::{self, ReplayArgs};
+use shopstream::health::HealthSettings;
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
 use shopstream::{ApiSettings, LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
@@ -71,7 +72,12 @@ enum Command {
     Migrate(Settings),
     /// Run every projector (active, or hot standby behind another replica) and the
     /// notification dispatcher.
-    Project(Settings),
+    Project {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        health: HealthSettings,
+    },
     /// Read models: progress and lag, rebuilds.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -88,6 +94,8 @@ enum Command {
         settings: Settings,
         #[command(flatten)]
         saga: SagaSettings,
+        #[command(flatten)]
+        health: HealthSettings,
     },
     /// Order sagas: list by state, show, resume, retry, compensate.
     #[command(subcommand)]
@@ -344,7 +352,7 @@ impl Command {
             | Command::Login { settings, .. }
             | Command::Logout(settings)
             | Command::Migrate(settings)
-            | Command::Project(settings) => settings.log_format,
+            | Command::Project { settings, .. } => settings.log_format,
             other => other.settings().map_or(LogFormat::Text, |s| s.log_format),
         }
     }
@@ -357,7 +365,7 @@ impl Command {
             | Command::Login { settings, .. }
             | Command::Logout(settings)
             | Command::Migrate(settings)
-            | Command::Project(settings) => settings,
+            | Command::Project { settings, .. } => settings,
             Command::Projections(
                 ProjectionsCommand::Status { settings, .. }
                 | ProjectionsCommand::Rebuild { settings, .. }
@@ -400,7 +408,7 @@ impl Command {
             | Command::Logout(_)
             | Command::Schema
             | Command::Migrate(_)
-            | Command::Project(_)
+            | Command::Project { .. }
             | Command::Saga { .. } => return None,
             Command::Projections(ProjectionsCommand::Status { .. }) => {
                 Gate::operator("projections status", json!({}))
@@ -546,7 +554,8 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate(settings) => shopstream::migrate(&settings).await,
-        Command::Project(settings) => {
+        Command::Project { settings, health } => {
+            let _health = shopstream::health::serve(&health).await?;
             projecting::run_projectors(&settings, shopstream::shutdown_signal()).await
         }
         Command::Projections(ProjectionsCommand::Status { json, settings }) => {
@@ -604,7 +613,12 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
         Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry, actor(caller)?).await,
         Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip, actor(caller)?).await,
         Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard, actor(caller)?).await,
-        Command::Saga { settings, saga } => {
+        Command::Saga {
+            settings,
+            saga,
+            health,
+        } => {
+            let _health = shopstream::health::serve(&health).await?;
             saga_role::run_saga(&settings, &saga, shopstream::shutdown_signal()).await
         }
         Command::Sagas(SagasCommand::List {
