@@ -76,11 +76,12 @@ impl NatsCluster {
             ""
         };
         let mut nodes = Vec::with_capacity(SIZE);
-        for i in 0..SIZE {
+        let per_node = clients.iter().zip(routes).zip(monitors);
+        for (i, ((&client, &route), &monitor)) in per_node.enumerate() {
             let store = tempfile::Builder::new()
                 .prefix("shopstream-nats-cluster-")
                 .tempdir()?;
-            let name = format!("n{i}-{}", clients[i]);
+            let name = format!("n{i}-{client}");
             let config = store.path().join("server.conf");
             std::fs::write(
                 &config,
@@ -89,18 +90,15 @@ impl NatsCluster {
                      listen: 127.0.0.1:{client}\n\
                      http: 127.0.0.1:{monitor}\n\
                      jetstream {{\n  store_dir: \"{store_dir}\"{sync}\n}}\n\
-                     cluster {{\n  name: {cluster_name}\n  listen: 127.0.0.1:{route}\n  routes: [\n{routes}\n  ]\n}}\n",
-                    client = clients[i],
-                    monitor = monitors[i],
+                     cluster {{\n  name: {cluster_name}\n  listen: 127.0.0.1:{route}\n  routes: [\n{route_urls}\n  ]\n}}\n",
                     store_dir = store.path().join("js").display(),
-                    route = routes[i],
-                    routes = route_list.join("\n"),
+                    route_urls = route_list.join("\n"),
                 ),
             )?;
-            let server = NatsServer::spawn_configured(store, clients[i], config, None)?;
+            let server = NatsServer::spawn_configured(store, client, config, None)?;
             nodes.push(Node {
                 name,
-                monitor_port: monitors[i],
+                monitor_port: monitor,
                 server,
             });
         }
