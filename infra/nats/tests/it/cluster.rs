@@ -108,9 +108,11 @@ async fn killing_the_stream_leader_under_load_loses_no_acknowledged_command_and_
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let mut retried = 0;
+    let mut resent = Resent::default();
     for writer in writers {
-        retried += writer.await.unwrap();
+        let writer = writer.await.unwrap();
+        resent.unavailable += writer.unavailable;
+        resent.conflict += writer.conflict;
     }
     assert_stale_appends_are_refused(&client, "after-the-restart").await;
 
@@ -159,23 +161,30 @@ async fn killing_the_stream_leader_under_load_loses_no_acknowledged_command_and_
     })
     .await;
     eprintln!(
-        "cluster test: {} commands acknowledged ({retried} resent after an error), stream \
-         leader {leader} killed, {new_leader} took over, {:?} in all",
+        "cluster test: {} commands acknowledged, resent {resent:?}; stream leader {leader} \
+         killed, {new_leader} took over; {:?} in all",
         acknowledged.len(),
         started.elapsed()
     );
 }
 
+/// How often a writer resent a command, by the error that made it.
+#[derive(Debug, Default)]
+struct Resent {
+    unavailable: usize,
+    conflict: usize,
+}
+
 /// Sends commands until `stop`, each resent with the same command id until it is
-/// acknowledged; returns how many sends failed and were resent.
+/// acknowledged.
 async fn write_until_stopped(
     writer: usize,
     client: async_nats::Client,
     stop: Arc<AtomicBool>,
     acknowledged: Arc<Mutex<Vec<Acknowledged>>>,
-) -> usize {
+) -> Resent {
     let bus = bus::<Tally>(&client, EventStoreConfig::default()).await;
-    let mut resent = 0;
+    let mut resent = Resent::default();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -197,7 +206,10 @@ async fn write_until_stopped(
                         Instant::now() < deadline,
                         "command {command_id} not acknowledged within 30 s: {error}"
                     );
-                    resent += 1;
+                    match error {
+                        CommandError::Unavailable(_) => resent.unavailable += 1,
+                        _ => resent.conflict += 1,
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(other) => panic!("unexpected error {other}"),
