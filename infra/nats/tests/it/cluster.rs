@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use domain::CommandMetadata;
 use futures::StreamExt;
 use infra_nats::{
-    audit, provision, read_all, stream_last_position, subjects, CommandError, EventStoreConfig,
-    JetStreamEventStore, StreamSettings,
+    audit, provision, read_all, stream_last_position, subjects, CommandBus, CommandError,
+    CommitOutcome, ConflictPolicy, EventStoreConfig, JetStreamEventStore, StreamSettings,
 };
 use testkit::{eventually, NatsCluster};
 
-use crate::tally::{add, Tally, TallyEvent};
-use crate::{bus, metadata, store, uncached};
+use crate::tally::{add, Tally, TallyCommand, TallyEvent};
+use crate::{metadata, uncached};
 
 const WRITERS: usize = 4;
 /// Fewer aggregates than writers: writers (each a separate bus with its own cache, as
@@ -81,7 +82,12 @@ async fn killing_the_stream_leader_under_load_loses_no_acknowledged_command_and_
         }
     };
 
-    eventually("writes before the kill", Duration::from_secs(20), acked(PER_PHASE)).await;
+    eventually(
+        "writes before the kill",
+        Duration::from_secs(20),
+        acked(PER_PHASE),
+    )
+    .await;
     let leader = stream_leader(&js).await;
     let victim = cluster
         .index_of(&leader)
@@ -153,12 +159,16 @@ async fn killing_the_stream_leader_under_load_loses_no_acknowledged_command_and_
     );
 
     // The restarted node caught up: the leader reports both followers current.
-    eventually("both followers current", Duration::from_secs(20), || async {
-        let mut stream = js.get_stream(subjects::EVENTS_STREAM).await.ok()?;
-        let info = stream.info().await.ok()?;
-        let replicas = &info.cluster.as_ref()?.replicas;
-        (replicas.len() == 2 && replicas.iter().all(|r| r.current && !r.offline)).then_some(())
-    })
+    eventually(
+        "both followers current",
+        Duration::from_secs(20),
+        || async {
+            let mut stream = js.get_stream(subjects::EVENTS_STREAM).await.ok()?;
+            let info = stream.info().await.ok()?;
+            let replicas = &info.cluster.as_ref()?.replicas;
+            (replicas.len() == 2 && replicas.iter().all(|r| r.current && !r.offline)).then_some(())
+        },
+    )
     .await;
     eprintln!(
         "cluster test: {} commands acknowledged, resent {resent:?}; stream leader {leader} \
@@ -183,46 +193,86 @@ async fn write_until_stopped(
     stop: Arc<AtomicBool>,
     acknowledged: Arc<Mutex<Vec<Acknowledged>>>,
 ) -> Resent {
-    let bus = bus::<Tally>(&client, EventStoreConfig::default()).await;
+    // Cached, as in a role: a cache made stale by the other writers is caught by the
+    // server's sequence check.
+    let store = open_store(&client, EventStoreConfig::default()).await;
+    let bus = CommandBus::new(store, (), ConflictPolicy::default());
     let mut resent = Resent::default();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let aggregate_id = format!("agg-{}", (writer + n) % AGGREGATES);
         let command_metadata = metadata();
-        let command_id = command_metadata.command_id.to_string();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let outcome = loop {
-            match bus
-                .execute(&aggregate_id, add(1, EVENTS_PER_COMMAND), &command_metadata)
-                .await
-            {
-                Ok(outcome) => break outcome,
-                // The node went away, a leader is being elected, or another writer kept
-                // winning: the command may or may not be stored, so send it again as it
-                // was. The bus finds it in the log if it was.
-                Err(error @ (CommandError::Unavailable(_) | CommandError::Conflict { .. })) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "command {command_id} not acknowledged within 30 s: {error}"
-                    );
-                    match error {
-                        CommandError::Unavailable(_) => resent.unavailable += 1,
-                        _ => resent.conflict += 1,
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(other) => panic!("unexpected error {other}"),
-            }
-        };
+        let outcome = execute_until_acknowledged(
+            &bus,
+            &aggregate_id,
+            add(1, EVENTS_PER_COMMAND),
+            &command_metadata,
+            &mut resent,
+        )
+        .await;
         assert_eq!(outcome.aggregate_id, aggregate_id);
         acknowledged.lock().unwrap().push(Acknowledged {
-            command_id,
+            command_id: command_metadata.command_id.to_string(),
             aggregate_id,
             position: outcome.position,
         });
     }
     resent
+}
+
+/// Executes `command`, resending it as it was until it is acknowledged (at most 30 s).
+///
+/// While a node is down or a leader is being elected, a command may fail as unavailable
+/// (stored or not) or as a conflict (other writers kept winning, or a read came from a
+/// follower a moment behind): sending it again with the same command id is safe, since
+/// the bus finds it in the log if it was stored.
+async fn execute_until_acknowledged(
+    bus: &CommandBus<Tally>,
+    aggregate_id: &str,
+    command: TallyCommand,
+    command_metadata: &CommandMetadata,
+    resent: &mut Resent,
+) -> CommitOutcome {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match bus
+            .execute(aggregate_id, command.clone(), command_metadata)
+            .await
+        {
+            Ok(outcome) => return outcome,
+            Err(error @ (CommandError::Unavailable(_) | CommandError::Conflict { .. })) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "command {} not acknowledged within 30 s: {error}",
+                    command_metadata.command_id
+                );
+                match error {
+                    CommandError::Unavailable(_) => resent.unavailable += 1,
+                    _ => resent.conflict += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+}
+
+/// A store, opened as soon as the buckets answer: right after a node dies, a bucket
+/// whose leader it was has none until its followers elect one.
+async fn open_store(
+    client: &async_nats::Client,
+    config: EventStoreConfig,
+) -> JetStreamEventStore<Tally> {
+    eventually(
+        "the store's buckets to answer",
+        Duration::from_secs(30),
+        || {
+            let config = config.clone();
+            async move { JetStreamEventStore::new(client.clone(), config).await.ok() }
+        },
+    )
+    .await
 }
 
 /// The server name of the `EVENTS` stream's current leader (waits for an election).
@@ -242,14 +292,19 @@ const SEEDED: usize = 3;
 /// expected sequence is not 0): the cluster lets exactly one through and refuses the
 /// other nine as conflicts.
 async fn assert_stale_appends_are_refused(client: &async_nats::Client, aggregate_id: &str) {
-    let seeder = bus::<Tally>(client, uncached()).await;
+    let store = open_store(client, uncached()).await;
+    let seeder = CommandBus::new(store.clone(), (), ConflictPolicy::default());
     for i in 0..SEEDED {
-        seeder
-            .execute(aggregate_id, add(i as u64, 1), &metadata())
-            .await
-            .unwrap();
+        let command_metadata = metadata();
+        execute_until_acknowledged(
+            &seeder,
+            aggregate_id,
+            add(i as u64, 1),
+            &command_metadata,
+            &mut Resent::default(),
+        )
+        .await;
     }
-    let store: JetStreamEventStore<Tally> = store(client, uncached()).await;
     let mut contexts = Vec::new();
     for _ in 0..10 {
         // A read may be answered by a follower a moment behind the leader: load until
