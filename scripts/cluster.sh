@@ -62,7 +62,9 @@ start_node() {
     return
   fi
   configure "$n"
-  nats-server -c "$dir/n$n.conf" -l "$dir/n$n.log" &
+  # Detached from this shell's output: the node outlives the script, and a pipe
+  # reading the script's output still ends when the script does.
+  nats-server -c "$dir/n$n.conf" -l "$dir/n$n.log" </dev/null >/dev/null 2>&1 &
   echo $! > "$dir/n$n.pid"
   echo "node $n: pid $!, client port $(client_port "$n"), log $dir/n$n.log"
 }
