@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check shopstream has, as CI does: installs what is missing, then format,
-# lints, all tests (against real nats-server and PostgreSQL), and the compose file's schema.
+# lints, all tests (against real nats-server and PostgreSQL), the compose files' schema and
+# the nats-server configurations they mount.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
-echo "==> docker-compose.yml against the compose-spec schema"
-check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+echo "==> compose files against the compose-spec schema"
+check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml docker-compose.single.yml
+echo "==> nats-server configurations"
+for config in infra/nats/nats-server.conf infra/nats/cluster/*.conf; do
+  nats-server -t -c "$config"
+done
 echo "==> all checks passed"

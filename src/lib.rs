@@ -6,6 +6,7 @@ pub mod api_role;
 pub mod auditing;
 pub mod cli_auth;
 pub mod loadgen;
+pub mod health;
 pub mod projecting;
 pub mod replaying;
 pub mod saga_role;

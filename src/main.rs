@@ -8,6 +8,7 @@ use serde_json::json;
 use shopstream::auditing::AuditCommand;
 use shopstream::cli_auth::{self, Caller, Gate, Login};
 use shopstream::loadgen::{LoadgenCommand, LoadgenSubcommand};
+use shopstream::health::HealthSettings;
 use shopstream::projecting;
 use shopstream::replaying::{self, ReplayArgs};
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
@@ -72,7 +73,12 @@ enum Command {
     Migrate(Settings),
     /// Run every projector (active, or hot standby behind another replica) and the
     /// notification dispatcher.
-    Project(Settings),
+    Project {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        health: HealthSettings,
+    },
     /// Read models: progress and lag, rebuilds.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -89,6 +95,8 @@ enum Command {
         settings: Settings,
         #[command(flatten)]
         saga: SagaSettings,
+        #[command(flatten)]
+        health: HealthSettings,
     },
     /// Order sagas: list by state, show, resume, retry, compensate.
     #[command(subcommand)]
@@ -349,7 +357,7 @@ impl Command {
             | Command::Login { settings, .. }
             | Command::Logout(settings)
             | Command::Migrate(settings)
-            | Command::Project(settings) => settings.log_format,
+            | Command::Project { settings, .. } => settings.log_format,
             other => other.settings().map_or(LogFormat::Text, |s| s.log_format),
         }
     }
@@ -362,7 +370,7 @@ impl Command {
             | Command::Login { settings, .. }
             | Command::Logout(settings)
             | Command::Migrate(settings)
-            | Command::Project(settings) => settings,
+            | Command::Project { settings, .. } => settings,
             Command::Projections(
                 ProjectionsCommand::Status { settings, .. }
                 | ProjectionsCommand::Rebuild { settings, .. }
@@ -409,7 +417,7 @@ impl Command {
             | Command::Logout(_)
             | Command::Schema
             | Command::Migrate(_)
-            | Command::Project(_)
+            | Command::Project { .. }
             | Command::Saga { .. } => return None,
             // A client of the API with its own credentials, and a checker that reads and
             // changes nothing: test tools, like `schema`, not operator commands.
@@ -558,7 +566,8 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate(settings) => shopstream::migrate(&settings).await,
-        Command::Project(settings) => {
+        Command::Project { settings, health } => {
+            let _health = shopstream::health::serve(&health).await?;
             projecting::run_projectors(&settings, shopstream::shutdown_signal()).await
         }
         Command::Projections(ProjectionsCommand::Status { json, settings }) => {
@@ -616,7 +625,12 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
         Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry, actor(caller)?).await,
         Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip, actor(caller)?).await,
         Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard, actor(caller)?).await,
-        Command::Saga { settings, saga } => {
+        Command::Saga {
+            settings,
+            saga,
+            health,
+        } => {
+            let _health = shopstream::health::serve(&health).await?;
             saga_role::run_saga(&settings, &saga, shopstream::shutdown_signal()).await
         }
         Command::Sagas(SagasCommand::List {

@@ -50,16 +50,36 @@ impl Default for StreamSettings {
 
 /// Connects with settings suited to a long-running service (unbounded reconnects).
 ///
+/// `urls` names one server or several, comma-separated (the nodes of a cluster): the
+/// client connects to one of them and moves to another when its server goes away.
+///
 /// # Errors
-/// [`StoreError::Nats`] when no server answers.
-pub async fn connect(url: &str) -> Result<async_nats::Client, StoreError> {
+/// [`StoreError::Nats`] when a URL is malformed or no server answers.
+pub async fn connect(urls: &str) -> Result<async_nats::Client, StoreError> {
     async_nats::ConnectOptions::new()
         .name("shopstream")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(server_addrs(urls)?)
         .await
         .map_err(StoreError::nats)
+}
+
+/// Parses a comma-separated list of server URLs; async-nats reads a string as one URL.
+fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, StoreError> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| StoreError::nats(format!("`{url}`: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(StoreError::nats("no NATS server URL given"));
+    }
+    Ok(addrs)
 }
 
 /// Refuses a server that is older than [`MINIMUM_SERVER_VERSION`] or lacks JetStream.
@@ -179,5 +199,29 @@ mod tests {
         assert!(parse_version("2.10.0").unwrap() < MINIMUM_SERVER_VERSION);
         assert!(parse_version("2.12.0").unwrap() >= MINIMUM_SERVER_VERSION);
         assert!(parse_version("garbage").is_err());
+    }
+
+    #[test]
+    fn a_comma_separated_url_list_is_every_server_in_order() {
+        let addrs = server_addrs("nats://10.0.0.1:4222, nats-2:4223,,tls://nats-3:4224").unwrap();
+        let hosts: Vec<_> = addrs
+            .iter()
+            .map(|addr| (addr.host().to_owned(), addr.port()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("10.0.0.1".to_owned(), 4222),
+                ("nats-2".to_owned(), 4223),
+                ("nats-3".to_owned(), 4224)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_or_empty_url_list_is_refused_naming_the_url() {
+        let error = server_addrs("nats://ok:4222,nats://bad:port").unwrap_err();
+        assert!(error.to_string().contains("nats://bad:port"), "{error}");
+        assert!(server_addrs(" , ").is_err());
     }
 }

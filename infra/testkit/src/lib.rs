@@ -1,7 +1,8 @@
 //! Real servers for tests: a `nats-server -js` per test on a free port with its own store
-//! directory, a fresh PostgreSQL database per test on the shared server, and a private
-//! PostgreSQL server for tests that crash and restart it, and a signed-in `shopstream`
-//! command-line user. Nothing here is a mock.
+//! directory, a three-node JetStream cluster on free loopback ports, a fresh PostgreSQL
+//! database per test on the shared server, and a private PostgreSQL server for tests
+//! that crash and restart it, and a signed-in `shopstream` command-line user. Nothing
+//! here is a mock.
 //!
 //! The nats-server binary comes from `NATS_SERVER_BIN` (set by `scripts/env.sh` after
 //! `scripts/install.sh`), else from `PATH`.
@@ -9,11 +10,13 @@
 pub mod cli;
 mod http;
 mod nats;
+mod nats_cluster;
 mod postgres;
 mod postgres_server;
 
 pub use http::{http_get, http_post, HttpResponse};
 pub use nats::{NatsServer, NatsServerOptions};
+pub use nats_cluster::{NatsCluster, NatsClusterOptions};
 pub use postgres::TestDatabase;
 pub use postgres_server::PostgresServer;
 

@@ -61,7 +61,6 @@ impl NatsServer {
             .tempdir()?;
         let port = free_port()?;
         let config = store.path().join("server.conf");
-        let log = store.path().join("server.log");
         let sync = if options.sync_always {
             "\n  sync_interval: always"
         } else {
@@ -79,8 +78,20 @@ impl NatsServer {
             &config,
             format!("listen: 127.0.0.1:{port}\nserver_name: test-{port}\n{jetstream}"),
         )?;
+        Self::spawn_configured(store, port, config, options.binary)
+    }
+
+    /// Starts the server configured by `config` (a file inside `store`) listening for
+    /// clients on `port`, and waits until it does.
+    pub(crate) fn spawn_configured(
+        store: TempDir,
+        port: u16,
+        config: PathBuf,
+        binary: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let log = store.path().join("server.log");
         let mut server = Self {
-            binary: options.binary,
+            binary,
             child: None,
             port,
             config,

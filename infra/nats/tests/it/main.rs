@@ -2,6 +2,7 @@
 
 mod audit;
 mod catalog;
+mod cluster;
 mod durability;
 mod idempotency;
 mod provisioning;

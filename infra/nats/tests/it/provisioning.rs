@@ -34,6 +34,17 @@ async fn provisioning_is_idempotent_and_locks_the_log_against_deletion() {
 }
 
 #[tokio::test]
+async fn a_comma_separated_url_list_connects_to_the_live_server_among_dead_ones() {
+    let server = NatsServer::start();
+    // Nothing listens on port 1: a node that is down.
+    let urls = format!("nats://127.0.0.1:1,{}", server.url());
+    let client = infra_nats::connect(&urls).await.unwrap();
+    check_server(&client).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    provision(&js, &StreamSettings::default()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_server_without_jetstream_is_refused_with_a_clear_message() {
     let server = NatsServer::start_with(NatsServerOptions {
         jetstream: false,
