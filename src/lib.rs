@@ -10,6 +10,7 @@ pub mod replaying;
 pub mod saga_role;
 pub mod settings;
 pub mod streams;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ impl Application {
     /// Names the dependency or setting that failed.
     pub async fn build(settings: &Settings, api_settings: &ApiSettings) -> anyhow::Result<Self> {
         // Installed before anything records, so every metric reaches `/metrics`.
-        let _ = api::metrics::prometheus();
+        let _ = telemetry::metrics::install();
         let nats = connect_nats(settings).await?;
         let db = connect_database(&settings.database_url).await?;
         migrate_all(&db).await?;

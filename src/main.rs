@@ -10,8 +10,8 @@ use shopstream::cli_auth::{self, Caller, Gate, Login};
 use shopstream::projecting;
 use shopstream::replaying::{self, ReplayArgs};
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
+use shopstream::telemetry::metrics::MetricsSettings;
 use shopstream::{ApiSettings, LogFormat, Settings};
-use tracing_subscriber::EnvFilter;
 
 /// The saga and projector roles allocate many small, short-lived buffers per message;
 /// mimalloc spends less CPU on them than glibc's allocator (measured in `benches/saga.rs`).
@@ -71,7 +71,12 @@ enum Command {
     Migrate(Settings),
     /// Run every projector (active, or hot standby behind another replica) and the
     /// notification dispatcher.
-    Project(Settings),
+    Project {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        metrics: MetricsSettings,
+    },
     /// Read models: progress and lag, rebuilds.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -88,6 +93,8 @@ enum Command {
         settings: Settings,
         #[command(flatten)]
         saga: SagaSettings,
+        #[command(flatten)]
+        metrics: MetricsSettings,
     },
     /// Order sagas: list by state, show, resume, retry, compensate.
     #[command(subcommand)]
@@ -344,8 +351,18 @@ impl Command {
             | Command::Login { settings, .. }
             | Command::Logout(settings)
             | Command::Migrate(settings)
-            | Command::Project(settings) => settings.log_format,
+            | Command::Project { settings, .. } => settings.log_format,
             other => other.settings().map_or(LogFormat::Text, |s| s.log_format),
+        }
+    }
+
+    /// The role a process runs, naming it in traces.
+    fn role(&self) -> &'static str {
+        match self {
+            Command::Serve { .. } => "api",
+            Command::Project { .. } => "projector",
+            Command::Saga { .. } => "saga",
+            _ => "cli",
         }
     }
 
@@ -357,7 +374,7 @@ impl Command {
             | Command::Login { settings, .. }
             | Command::Logout(settings)
             | Command::Migrate(settings)
-            | Command::Project(settings) => settings,
+            | Command::Project { settings, .. } => settings,
             Command::Projections(
                 ProjectionsCommand::Status { settings, .. }
                 | ProjectionsCommand::Rebuild { settings, .. }
@@ -400,7 +417,7 @@ impl Command {
             | Command::Logout(_)
             | Command::Schema
             | Command::Migrate(_)
-            | Command::Project(_)
+            | Command::Project { .. }
             | Command::Saga { .. } => return None,
             Command::Projections(ProjectionsCommand::Status { .. }) => {
                 Gate::operator("projections status", json!({}))
@@ -489,7 +506,7 @@ impl SagaActionArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.command.log_format());
+    let telemetry = shopstream::telemetry::init(cli.command.log_format(), cli.command.role())?;
     let caller = match (cli.command.gate(), cli.command.settings()) {
         (Some(gate), Some(settings)) => match cli_auth::check(settings, &gate).await {
             Ok(caller) => Some(caller),
@@ -503,7 +520,9 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => None,
     };
-    run(cli.command, caller.as_ref()).await
+    let result = run(cli.command, caller.as_ref()).await;
+    telemetry.shutdown();
+    result
 }
 
 /// The actor of a command that passed its gate.
@@ -546,7 +565,8 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate(settings) => shopstream::migrate(&settings).await,
-        Command::Project(settings) => {
+        Command::Project { settings, metrics } => {
+            shopstream::telemetry::metrics::spawn_listener(&metrics).await?;
             projecting::run_projectors(&settings, shopstream::shutdown_signal()).await
         }
         Command::Projections(ProjectionsCommand::Status { json, settings }) => {
@@ -604,7 +624,12 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
         Command::Dlq(DlqCommand::Retry(a)) => act(a, Action::Retry, actor(caller)?).await,
         Command::Dlq(DlqCommand::Skip(a)) => act(a, Action::Skip, actor(caller)?).await,
         Command::Dlq(DlqCommand::Discard(a)) => act(a, Action::Discard, actor(caller)?).await,
-        Command::Saga { settings, saga } => {
+        Command::Saga {
+            settings,
+            saga,
+            metrics,
+        } => {
+            shopstream::telemetry::metrics::spawn_listener(&metrics).await?;
             saga_role::run_saga(&settings, &saga, shopstream::shutdown_signal()).await
         }
         Command::Sagas(SagasCommand::List {
@@ -678,15 +703,4 @@ async fn act(action: DlqAction, kind: Action, actor: &str) -> anyhow::Result<()>
         rate: action.rate,
     };
     projecting::dlq_bulk(&action.settings, bulk).await
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
