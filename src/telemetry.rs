@@ -71,7 +71,8 @@ pub fn init(format: LogFormat, role: &str) -> anyhow::Result<Telemetry> {
         .as_ref()
         .map(|provider| provider.tracer("shopstream"));
     // Only fails when a subscriber is already installed (a test harness): keep that one.
-    let _ = subscriber(format, tracer, std::io::stderr).try_init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = subscriber(format, filter, tracer, std::io::stderr).try_init();
     Ok(Telemetry { provider })
 }
 
@@ -90,18 +91,18 @@ fn otlp_provider(role: &str) -> anyhow::Result<SdkTracerProvider> {
         .build())
 }
 
-/// The subscriber every process uses: `RUST_LOG` filtering, the OpenTelemetry layer when
-/// `tracer` is given, and logs in `format` to `writer`. Tests pass their own tracer
+/// The subscriber every process uses: `filter` (from `RUST_LOG`), the OpenTelemetry layer
+/// when `tracer` is given, and logs in `format` to `writer`. Tests pass their own tracer
 /// (with an in-memory exporter) and writer.
 pub fn subscriber<W>(
     format: LogFormat,
+    filter: EnvFilter,
     tracer: Option<SdkTracer>,
     writer: W,
 ) -> impl Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let otel = tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
     let dispatch = Arc::new(OnceLock::new());
     let (text, json) = match format {

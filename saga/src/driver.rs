@@ -776,6 +776,7 @@ enum Work {
 /// Counts a saga this driver brought to rest, and times it from the order's placement.
 fn rested(phase: &Phase, placed_at: Option<DateTime<Utc>>) {
     let outcome = phase.as_str();
+    info!(outcome, "saga at rest");
     metrics::counter!("shopstream_saga_outcomes_total", "outcome" => outcome).increment(1);
     if let Some(placed_at) = placed_at {
         let seconds = (Utc::now() - placed_at).num_milliseconds().max(0) as f64 / 1000.0;

@@ -279,7 +279,7 @@ impl Projector {
             );
             // Each traced commit gets a span in its own trace, child of the span that
             // appended it, open while the transaction that applies it runs.
-            let commit_spans = commit_spans(self.projection.name(), &batch, &batch_span);
+            let commit_spans = commit_spans(&*self.projection, &batch, &batch_span);
             let outcome = sink
                 .apply_until_committed(&batch, || false)
                 .instrument(batch_span)
@@ -357,14 +357,19 @@ impl Projector {
     }
 }
 
-/// A span per traced commit of `batch`: a child of the commit's appending span, linked
-/// to the batch's span. Untraced commits (no OpenTelemetry where they were appended)
-/// cost nothing here.
-fn commit_spans(projector: &str, batch: &[Incoming], batch_span: &Span) -> Vec<Span> {
+/// A span per traced commit of `batch` that the projection consumes: a child of the
+/// commit's appending span, linked to the batch's span. Untraced commits (no
+/// OpenTelemetry where they were appended) cost nothing here.
+fn commit_spans(projection: &dyn Projection, batch: &[Incoming], batch_span: &Span) -> Vec<Span> {
+    let projector = projection.name();
+    let consumed = projection.aggregate_types();
     batch
         .iter()
         .filter_map(|message| {
             let trace = message.trace.as_ref()?;
+            if !consumed.contains(&message.aggregate().aggregate_type.as_str()) {
+                return None;
+            }
             let span = tracing::info_span!(
                 "projector.apply",
                 projector,
