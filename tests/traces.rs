@@ -135,7 +135,7 @@ async fn a_placed_order_is_one_trace_from_the_mutation_through_the_saga_to_the_p
     let placed = shop
         .ok(
             Some(&customer),
-            "mutation Checkout($input: OrderPlaceInput!) { orderPlace(input: $input) {
+            "mutation($input: OrderPlaceInput!) { orderPlace(input: $input) {
                 order { id } userErrors { code } } }",
             json!({ "input": { "cartId": cart_id, "paymentToken": "tok_visa", "shippingAddress": address() } }),
         )
@@ -223,15 +223,18 @@ async fn a_placed_order_is_one_trace_from_the_mutation_through_the_saga_to_the_p
     assert_eq!(drive.name, "saga.drive");
 }
 
-/// The checkout mutation's request span, its order command and that command's append,
-/// all in one trace.
+/// The checkout request's span, its order command and that command's append, all in one
+/// trace.
 fn checkout_trace(spans: &Spans) -> Option<OrderTrace> {
-    let request = spans
-        .named("graphql.request")
-        .find(|span| has(span, "operation", "Checkout"))?;
-    let command = spans
-        .named("command")
-        .find(|span| has(span, "aggregate_type", "order") && spans.descends_from(span, request))?;
+    // The one order command a request sent: the checkout's.
+    let command = spans.named("command").find(|span| {
+        has(span, "aggregate_type", "order")
+            && spans
+                .0
+                .get(&span.parent_span_id)
+                .is_some_and(|parent| parent.name == "graphql.request")
+    })?;
+    let request = &spans.0[&command.parent_span_id];
     let append = spans
         .named("append")
         .find(|span| span.parent_span_id == command.span_context.span_id())?;
