@@ -85,10 +85,15 @@ async fn after_an_order_metrics_has_every_series_the_dashboard_queries() {
     let order_id = placed["orderPlace"]["order"]["id"].as_str().unwrap();
     order_until(&shop, &customer, order_id, |o| o["status"] == "CONFIRMED").await;
     // A request that fails, counted by its code.
-    let refused = shop
-        .gql(None, "{ me { account { role } } }", json!({}))
+    let missing = shop
+        .gql(
+            Some(&customer),
+            "query($id: ID!) { order(id: $id) { id } }",
+            json!({ "id": "gid://shopstream/Order/00000000-0000-0000-0000-000000000001" }),
+        )
         .await;
-    let code = codes(&refused)[0].clone();
+    assert_eq!(codes(&missing), ["NOT_FOUND"], "{missing}");
+    let code = "NOT_FOUND";
 
     let wanted = dashboard_metrics();
     let exposition = testkit::eventually(
