@@ -50,7 +50,7 @@ pub async fn serve(settings: &HealthSettings) -> anyhow::Result<Option<HealthSer
         return Ok(None);
     };
     // Installed before the role records anything, so every metric reaches `/metrics`.
-    let _ = api::metrics::prometheus();
+    let _ = crate::telemetry::metrics::install();
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding HEALTH_ADDR {addr}"))?;

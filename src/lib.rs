@@ -5,13 +5,14 @@
 pub mod api_role;
 pub mod auditing;
 pub mod cli_auth;
-pub mod loadgen;
 pub mod health;
+pub mod loadgen;
 pub mod projecting;
 pub mod replaying;
 pub mod saga_role;
 pub mod settings;
 pub mod streams;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ impl Application {
     /// Names the dependency or setting that failed.
     pub async fn build(settings: &Settings, api_settings: &ApiSettings) -> anyhow::Result<Self> {
         // Installed before anything records, so every metric reaches `/metrics`.
-        let _ = api::metrics::prometheus();
+        let _ = telemetry::metrics::install();
         let nats = connect_nats(settings).await?;
         let db = connect_database(&settings.database_url).await?;
         migrate_all(&db).await?;

@@ -7,13 +7,12 @@ use projections::dead_letters::{Action, DeadLetterFilter, SequenceSelector};
 use serde_json::json;
 use shopstream::auditing::AuditCommand;
 use shopstream::cli_auth::{self, Caller, Gate, Login};
-use shopstream::loadgen::{LoadgenCommand, LoadgenSubcommand};
 use shopstream::health::HealthSettings;
+use shopstream::loadgen::{LoadgenCommand, LoadgenSubcommand};
 use shopstream::projecting;
 use shopstream::replaying::{self, ReplayArgs};
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
 use shopstream::{ApiSettings, LogFormat, Settings};
-use tracing_subscriber::EnvFilter;
 
 /// The saga and projector roles allocate many small, short-lived buffers per message;
 /// mimalloc spends less CPU on them than glibc's allocator (measured in `benches/saga.rs`).
@@ -362,6 +361,16 @@ impl Command {
         }
     }
 
+    /// The role a process runs, naming it in traces.
+    fn role(&self) -> &'static str {
+        match self {
+            Command::Serve { .. } => "api",
+            Command::Project { .. } => "projector",
+            Command::Saga { .. } => "saga",
+            _ => "cli",
+        }
+    }
+
     fn settings(&self) -> Option<&Settings> {
         Some(match self {
             Command::Schema => return None,
@@ -509,7 +518,7 @@ impl SagaActionArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.command.log_format());
+    let telemetry = shopstream::telemetry::init(cli.command.log_format(), cli.command.role())?;
     let caller = match (cli.command.gate(), cli.command.settings()) {
         (Some(gate), Some(settings)) => match cli_auth::check(settings, &gate).await {
             Ok(caller) => Some(caller),
@@ -523,7 +532,9 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => None,
     };
-    run(cli.command, caller.as_ref()).await
+    let result = run(cli.command, caller.as_ref()).await;
+    telemetry.shutdown();
+    result
 }
 
 /// The actor of a command that passed its gate.
@@ -723,15 +734,4 @@ async fn act(action: DlqAction, kind: Action, actor: &str) -> anyhow::Result<()>
         rate: action.rate,
     };
     projecting::dlq_bulk(&action.settings, bulk).await
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -25,6 +25,7 @@ pub async fn run_projectors(
     settings: &Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let _ = crate::telemetry::metrics::install();
     let nats = connect_nats(settings).await?;
     let db = connect_database(&settings.database_url).await?;
     projections::migrate(&db)
@@ -33,6 +34,14 @@ pub async fn run_projectors(
     let jetstream = jetstream::new(nats.clone());
     let (stop, _) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        // Lag, dead letters and saga phases as gauges (every projector replica samples).
+        let (db, jetstream) = (db.clone(), jetstream.clone());
+        let mut stopped = stop.subscribe();
+        tasks.spawn(crate::telemetry::sampler::run(db, jetstream, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+    }
     for projection in registry::all() {
         let projector = Projector::new(
             projection,

@@ -100,6 +100,7 @@ pub async fn run_saga(
     saga: &SagaSettings,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let _ = crate::telemetry::metrics::install();
     let (driver, nats) = driver(settings, saga).await?;
     let config = TriggerConfig {
         ack_wait: Duration::from_millis(saga.ack_wait_ms),

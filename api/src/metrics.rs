@@ -10,7 +10,7 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
 };
 use async_graphql::{ServerResult, Value};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -23,6 +23,15 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .set_buckets(&[
                     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
                 ])
+                .ok()?
+                // A saga takes as long as its payment provider: seconds, up to the phase
+                // deadlines.
+                .set_buckets_for_metric(
+                    Matcher::Full("shopstream_saga_duration_seconds".to_owned()),
+                    &[
+                        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();

@@ -7,7 +7,7 @@
 //! saga moved on meanwhile) is ignored by the saga and the driver reloads.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventStore};
@@ -18,7 +18,7 @@ use domain::saga::{FailedStep, OrderSaga, Owner, Phase, Run, SagaCommand};
 use domain::{OrderId, RefundId};
 use infra_nats::{CommandBus, CommandError, CommitOutcome};
 use sqlx::PgPool;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::buses::SagaBuses;
 use crate::keys::{provider_key, step_id, step_metadata};
@@ -178,54 +178,102 @@ impl SagaDriver {
     /// # Errors
     /// [`DriveError`] when the saga's log is unavailable; the caller lets the trigger be
     /// redelivered, and the next driver resumes where this one stopped.
-    #[instrument(skip(self), fields(order_id = %order_id))]
     pub async fn drive(
         &self,
         order_id: OrderId,
         owner: &Owner,
     ) -> Result<DriveOutcome, DriveError> {
+        self.drive_since(order_id, owner, None).await
+    }
+
+    /// As [`SagaDriver::drive`]; when this call brings the saga to rest, the time since
+    /// `placed_at` (the order's placement) is recorded as the saga's duration.
+    ///
+    /// # Errors
+    /// See [`SagaDriver::drive`].
+    #[instrument(name = "saga.drive", skip(self, placed_at), fields(order_id = %order_id, correlation_id = %order_id))]
+    pub async fn drive_since(
+        &self,
+        order_id: OrderId,
+        owner: &Owner,
+        placed_at: Option<DateTime<Utc>>,
+    ) -> Result<DriveOutcome, DriveError> {
         let mut saga = self.load(order_id).await?;
+        // Whether a recording of this call moved the saga, so that a saga found at rest
+        // (a redelivery, a second driver) is not counted twice.
+        let mut moved_it = false;
         loop {
             let Some(run) = saga.run().cloned() else {
                 return Ok(DriveOutcome::NotOwned);
             };
-            let (command, step) = match &run.phase {
+            let work = match &run.phase {
                 Phase::Completed | Phase::Compensated { .. } => {
+                    if moved_it {
+                        rested(&run.phase, placed_at);
+                    }
                     return Ok(DriveOutcome::Rested(run.phase.as_str().to_owned()));
                 }
                 Phase::CompensationFailed { step, error, .. } => {
                     // Parking is idempotent: a driver that died after recording the
                     // failure parks on its successor's turn.
                     self.park(&run, step, error).await?;
+                    if moved_it {
+                        rested(&run.phase, placed_at);
+                    }
                     return Ok(DriveOutcome::Rested(run.phase.as_str().to_owned()));
                 }
                 _ if !saga.is_driven_by(owner) => return Ok(DriveOutcome::NotOwned),
-                Phase::Reserving { deadline_at } => (
-                    self.reserve(&run, *deadline_at).await,
-                    "record/reserve".to_owned(),
-                ),
-                Phase::Authorising { deadline_at } => (
-                    self.authorise(&run, *deadline_at).await,
-                    "record/authorise".to_owned(),
-                ),
-                Phase::Completing { deadline_at } => (
-                    self.complete(&run, *deadline_at).await,
-                    "record/complete".to_owned(),
-                ),
-                // Each compensation round (an operator may start another) records under
-                // its own key.
-                Phase::Compensating { .. } => (
-                    self.compensate(&run).await,
-                    format!("record/compensate/{}", run.compensation_rounds),
-                ),
+                Phase::Reserving { deadline_at } => Work::Reserve(*deadline_at),
+                Phase::Authorising { deadline_at } => Work::Authorise(*deadline_at),
+                Phase::Completing { deadline_at } => Work::Complete(*deadline_at),
+                Phase::Compensating { .. } => Work::Compensate,
             };
-            let outcome = self.record(order_id, command.clone(), &step).await?;
+            let phase = run.phase.as_str();
+            // One span per step: its effects, the commands they send and the recording
+            // of the outcome on the saga are its children.
+            let step_span = tracing::info_span!(
+                "saga.step",
+                phase,
+                order_id = %order_id,
+                correlation_id = %order_id
+            );
+            let started = Instant::now();
+            let stepped = async {
+                let (command, step) = match work {
+                    Work::Reserve(deadline) => (
+                        self.reserve(&run, deadline).await,
+                        "record/reserve".to_owned(),
+                    ),
+                    Work::Authorise(deadline) => (
+                        self.authorise(&run, deadline).await,
+                        "record/authorise".to_owned(),
+                    ),
+                    Work::Complete(deadline) => (
+                        self.complete(&run, deadline).await,
+                        "record/complete".to_owned(),
+                    ),
+                    // Each compensation round (an operator may start another) records
+                    // under its own key.
+                    Work::Compensate => (
+                        self.compensate(&run).await,
+                        format!("record/compensate/{}", run.compensation_rounds),
+                    ),
+                };
+                let outcome = self.record(order_id, command.clone(), &step).await?;
+                Ok::<_, DriveError>((command, outcome))
+            }
+            .instrument(step_span)
+            .await;
+            metrics::histogram!("shopstream_saga_phase_seconds", "phase" => phase)
+                .record(started.elapsed().as_secs_f64());
+            let (command, outcome) = stepped?;
             if outcome.events == 0 {
                 // The saga moved on meanwhile (a cancellation noticed, an operator, another
                 // driver): the outcome no longer fits and is ignored. Look again.
                 info!(?command, "saga outcome ignored: the saga moved on");
                 saga = self.load_fresh(order_id).await?;
             } else {
+                moved_it = true;
                 saga = self.load(order_id).await?;
             }
         }
@@ -714,6 +762,26 @@ impl SagaDriver {
         parking::park(&self.db, run, step, error, position)
             .await
             .map_err(|e| DriveError::Store(format!("parking in the dead-letter queue: {e}")))
+    }
+}
+
+/// The effects of the phase a saga is in.
+enum Work {
+    Reserve(DateTime<Utc>),
+    Authorise(DateTime<Utc>),
+    Complete(DateTime<Utc>),
+    Compensate,
+}
+
+/// Counts a saga this driver brought to rest, and times it from the order's placement.
+fn rested(phase: &Phase, placed_at: Option<DateTime<Utc>>) {
+    let outcome = phase.as_str();
+    info!(outcome, "saga at rest");
+    metrics::counter!("shopstream_saga_outcomes_total", "outcome" => outcome).increment(1);
+    if let Some(placed_at) = placed_at {
+        let seconds = (Utc::now() - placed_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("shopstream_saga_duration_seconds", "outcome" => outcome)
+            .record(seconds);
     }
 }
 

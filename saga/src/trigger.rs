@@ -17,10 +17,10 @@ use domain::saga::{Owner, SagaCommand, SagaLine, SagaStart};
 use domain::OrderId;
 use futures::StreamExt;
 use infra_nats::subjects::{aggregate_type_filter, headers, EVENTS_STREAM};
-use infra_nats::{CommandError, RecordedCommit};
+use infra_nats::{CommandError, RecordedCommit, RemoteTrace};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use crate::driver::{DriveError, SagaDriver};
 use crate::keys::{payment_id, step_metadata};
@@ -208,10 +208,37 @@ async fn drive_trigger(
     if !relevant {
         return Ok(());
     }
-    let position = message
+    let info = message
         .info()
-        .map_err(|e| DriveError::Store(e.to_string()))?
-        .stream_sequence;
+        .map_err(|e| DriveError::Store(e.to_string()))?;
+    let (position, published) = (info.stream_sequence, info.published);
+    let correlation_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(headers::CORRELATION_ID))
+        .map(|value| value.as_str().to_owned());
+    // The saga continues the trace of the commit that triggered it: every step, and
+    // every command a step sends, is a descendant of that commit's span.
+    let span = tracing::info_span!(
+        "saga.trigger",
+        position,
+        correlation_id = correlation_id.as_deref(),
+        otel.kind = "consumer"
+    );
+    if let Some(trace) = RemoteTrace::from_headers(message.headers.as_ref()) {
+        trace.adopt(&span);
+    }
+    react(driver, message, position, published)
+        .instrument(span)
+        .await
+}
+
+async fn react(
+    driver: &SagaDriver,
+    message: &jetstream::Message,
+    position: u64,
+    published: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DriveError> {
     let events = match RecordedCommit::decode(position, &message.payload)
         .and_then(|commit| commit.into_event_envelopes::<Order>(&domain::order::upcasters()))
     {
@@ -242,7 +269,9 @@ async fn drive_trigger(
                     }
                     Err(error) => return Err(error),
                 }
-                driver.drive(order_id, &Owner::Trigger(position)).await?;
+                driver
+                    .drive_since(order_id, &Owner::Trigger(position), Some(published))
+                    .await?;
             }
             Reaction::NoteCancellation { order_id, note } => {
                 match driver

@@ -5,6 +5,7 @@ mod audit;
 mod bad_input;
 mod health;
 mod idempotency;
+mod metrics;
 mod operations;
 mod protection;
 mod read_your_writes;

@@ -12,8 +12,10 @@ use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use infra_nats::RemoteTrace;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tracing::Instrument;
 
 use super::context::{MinPosition, Viewer};
 use super::error::ApiError;
@@ -122,10 +124,23 @@ async fn execute(
         Ok(position) => position,
         Err(error) => return refused(error),
     };
-    let request = loaders::add_to(request.into_inner(), &state.db)
+    let request = request.into_inner();
+    // The root of the trace every command of this request belongs to (or a child of
+    // the caller's, when it sends `traceparent`).
+    let span = tracing::info_span!(
+        "graphql.request",
+        operation = request.operation_name.as_deref(),
+        otel.kind = "server"
+    );
+    if let Some(trace) =
+        RemoteTrace::from_fields(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+    {
+        trace.adopt(&span);
+    }
+    let request = loaders::add_to(request, &state.db)
         .data(Viewer(viewer))
         .data(MinPosition(min_position));
-    let mut response = state.schema.execute(request).await;
+    let mut response = state.schema.execute(request).instrument(span).await;
     give_every_error_a_code(&mut response);
     let outcome = if response.errors.is_empty() {
         "ok"
@@ -134,7 +149,29 @@ async fn execute(
     };
     metrics::histogram!("shopstream_graphql_request_seconds", "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
+    count_errors(&response.errors);
     response.into()
+}
+
+/// Counts errors by their `extensions.code` (set by the server, never by the client; a
+/// code outside the expected shape is counted as `OTHER`).
+fn count_errors(errors: &[ServerError]) {
+    for error in errors {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.get("code"))
+            .and_then(|code| match code {
+                Value::String(code) => Some(code.as_str()),
+                _ => None,
+            })
+            .filter(|code| {
+                code.len() <= 40 && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            })
+            .unwrap_or("OTHER");
+        metrics::counter!("shopstream_graphql_errors_total", "code" => code.to_owned())
+            .increment(1);
+    }
 }
 
 /// The caller of a request: none without `Authorization`, an error with a bad token (a
@@ -176,7 +213,9 @@ fn min_position(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 fn refused(error: ApiError) -> GraphQLResponse {
     let error: async_graphql::Error = error.into();
-    GraphqlResponse::from_errors(vec![error.into_server_error(Default::default())]).into()
+    let errors = vec![error.into_server_error(Default::default())];
+    count_errors(&errors);
+    GraphqlResponse::from_errors(errors).into()
 }
 
 /// Errors async-graphql raises itself (parse, validation, limits) have no code: those

@@ -3,6 +3,7 @@
 //! with fresh state, and the position each command committed at.
 
 use std::cell::RefCell;
+use std::time::Instant;
 
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
 use domain::CommandMetadata;
@@ -120,6 +121,9 @@ impl<A: Aggregate> CommandBus<A> {
         services: A::Services,
         policy: ConflictPolicy,
     ) -> Self {
+        // Present from the start (at 0), so that dashboards and alerts see the series.
+        metrics::counter!("shopstream_command_conflicts_total", "aggregate_type" => A::TYPE)
+            .increment(0);
         Self {
             framework: CqrsFramework::new(store.clone(), Vec::new(), services),
             store,
@@ -143,8 +147,34 @@ impl<A: Aggregate> CommandBus<A> {
     ///
     /// # Errors
     /// [`CommandError`]: the domain's rejection, a persistent conflict, or the store's failure.
-    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %aggregate_id, command_id = %metadata.command_id))]
+    #[instrument(name = "command", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %aggregate_id, command_id = %metadata.command_id, correlation_id = %metadata.correlation_id))]
     pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<CommitOutcome, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let started = Instant::now();
+        let result = self
+            .decide_and_append(aggregate_id, command, metadata)
+            .await;
+        let outcome = match &result {
+            Ok(outcome) if outcome.duplicate => "duplicate",
+            Ok(_) => "committed",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict { .. }) => "conflict",
+            Err(CommandError::Unavailable(_)) => "unavailable",
+            Err(CommandError::Corrupt(_)) => "corrupt",
+        };
+        metrics::histogram!("shopstream_command_seconds", "aggregate_type" => A::TYPE, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn decide_and_append(
         &self,
         aggregate_id: &str,
         command: A::Command,
@@ -206,6 +236,8 @@ impl<A: Aggregate> CommandBus<A> {
                 Ok(Attempt::Committed(outcome)) => return Ok(outcome),
                 Err(error) => return Err(error),
                 Ok(Attempt::Conflict) => {
+                    metrics::counter!("shopstream_command_conflicts_total", "aggregate_type" => A::TYPE)
+                        .increment(1);
                     attempt += 1;
                     if attempt >= attempts {
                         return Err(CommandError::Conflict { attempts });

@@ -19,6 +19,7 @@ mod reader;
 mod sku_registry;
 mod store;
 pub mod subjects;
+pub mod trace_context;
 
 pub use catalog::{ProductCommandError, ProductCommands};
 pub use command_bus::{CommandBus, CommandError, CommitOutcome, ConflictPolicy};
@@ -33,3 +34,4 @@ pub use reader::{
 };
 pub use sku_registry::{SkuRegistry, SkuReservationError};
 pub use store::{EventStoreConfig, JetStreamAggregateContext, JetStreamEventStore};
+pub use trace_context::RemoteTrace;

@@ -526,7 +526,7 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         }
     }
 
-    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %context.aggregate_id))]
+    #[instrument(name = "append", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %context.aggregate_id, otel.kind = "producer"))]
     async fn append(
         &self,
         events: Vec<A::Event>,
@@ -553,10 +553,13 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         )?;
         envelope.seal(context.last_hash.as_deref());
         let subject = aggregate_subject(A::TYPE, &aggregate_id);
-        let headers = commit_headers(&envelope, context.position);
+        let mut headers = commit_headers(&envelope, context.position);
+        // Consumers continue this trace from the commit (see `trace_context`).
+        crate::trace_context::inject_current(&mut headers);
         let payload =
             serde_json::to_vec(&envelope).map_err(|e| StoreError::decode("envelope", e))?;
 
+        let publishing = std::time::Instant::now();
         let ack = self
             .shared
             .js
@@ -581,11 +584,18 @@ impl<A: Aggregate> JetStreamEventStore<A> {
             }
         };
 
+        let event_count = events.len();
+        if !ack.duplicate {
+            metrics::histogram!("shopstream_append_seconds", "aggregate_type" => A::TYPE)
+                .record(publishing.elapsed().as_secs_f64());
+            metrics::counter!("shopstream_appends_total", "aggregate_type" => A::TYPE).increment(1);
+            metrics::counter!("shopstream_appended_events_total", "aggregate_type" => A::TYPE)
+                .increment(event_count as u64);
+        }
         let committed = RecordedCommit {
             position: ack.sequence,
             envelope,
         };
-        let event_count = events.len();
         let envelopes = events
             .into_iter()
             .zip(&committed.envelope.events)

@@ -19,6 +19,10 @@ pub mod headers {
     pub const EVENT_TYPES: &str = "Shopstream-Event-Types";
     pub const CORRELATION_ID: &str = "Shopstream-Correlation-Id";
     pub const CAUSATION_ID: &str = "Shopstream-Causation-Id";
+    /// W3C trace context of the span that appended the commit (present only when the
+    /// appending process traces with OpenTelemetry); see [`crate::trace_context`].
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
 }
 
 /// The subject of one aggregate instance.

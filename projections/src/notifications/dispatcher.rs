@@ -91,7 +91,8 @@ pub async fn dispatch_pending(
     dispatch_with(pool, sender, limit, &RetryPolicy::STANDARD).await
 }
 
-#[instrument(skip_all, fields(limit = limit))]
+// Debug level: the dispatcher polls, and a span per poll would be a trace per poll.
+#[instrument(level = "debug", skip_all, fields(limit = limit))]
 async fn dispatch_with(
     pool: &PgPool,
     sender: &dyn NotificationSender,

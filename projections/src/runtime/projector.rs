@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
 use infra_nats::subjects::{aggregate_type_filter, EVENTS_STREAM};
+use infra_nats::RemoteTrace;
 use sqlx::{PgConnection, PgPool};
+use tracing::{Instrument, Span};
 
 use super::sink::{BatchError, Incoming, RetryPolicy, Sink, Target};
 use crate::projection::{DeliveryMode, Projection};
@@ -254,6 +256,7 @@ impl Projector {
                         subject: message.subject.to_string(),
                         payload: message.payload.clone(),
                         published: info.published,
+                        trace: RemoteTrace::from_headers(message.headers.as_ref()),
                     });
                     last_message = Some(message);
                 }
@@ -267,7 +270,32 @@ impl Projector {
                 }
             }
             let applying = Instant::now();
-            let outcome = sink.apply_until_committed(&batch, || false).await?;
+            let batch_span = tracing::info_span!(
+                "projector.batch",
+                projector = self.projection.name(),
+                commits = batch.len(),
+                first_position = batch.first().map(|m| m.position),
+                last_position = batch.last().map(|m| m.position),
+            );
+            // Each traced commit gets a span in its own trace, child of the span that
+            // appended it, open while the transaction that applies it runs.
+            let commit_spans = commit_spans(&*self.projection, &batch, &batch_span);
+            let outcome = sink
+                .apply_until_committed(&batch, || false)
+                .instrument(batch_span)
+                .await?;
+            drop(commit_spans);
+            let name = self.projection.name();
+            metrics::histogram!("shopstream_projector_batch_seconds", "projector" => name)
+                .record(applying.elapsed().as_secs_f64());
+            for (result, commits) in [
+                ("applied", outcome.applied),
+                ("skipped", outcome.skipped),
+                ("parked", outcome.parked),
+            ] {
+                metrics::counter!("shopstream_projector_commits_total", "projector" => name, "result" => result)
+                    .increment(commits as u64);
+            }
             tracing::debug!(
                 projector = self.projection.name(),
                 commits = batch.len(),
@@ -327,6 +355,33 @@ impl Projector {
             tracing::warn!(%error, "could not record the gap");
         }
     }
+}
+
+/// A span per traced commit of `batch` that the projection consumes: a child of the
+/// commit's appending span, linked to the batch's span. Untraced commits (no
+/// OpenTelemetry where they were appended) cost nothing here.
+fn commit_spans(projection: &dyn Projection, batch: &[Incoming], batch_span: &Span) -> Vec<Span> {
+    let projector = projection.name();
+    let consumed = projection.aggregate_types();
+    batch
+        .iter()
+        .filter_map(|message| {
+            let trace = message.trace.as_ref()?;
+            if !consumed.contains(&message.aggregate().aggregate_type.as_str()) {
+                return None;
+            }
+            let span = tracing::info_span!(
+                "projector.apply",
+                projector,
+                position = message.position,
+                correlation_id = trace.correlation_id(),
+                otel.kind = "consumer"
+            );
+            trace.adopt(&span);
+            span.follows_from(batch_span);
+            Some(span)
+        })
+        .collect()
 }
 
 /// The one filter subject of a consumer of `aggregate_types`.

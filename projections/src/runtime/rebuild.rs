@@ -345,6 +345,8 @@ where
                 subject: message.subject.to_string(),
                 payload: message.payload.clone(),
                 published: info.published,
+                // A rebuild is not part of the traces of the commits it replays.
+                trace: None,
             });
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use infra_nats::subjects::parse_aggregate_subject;
-use infra_nats::RecordedCommit;
+use infra_nats::{RecordedCommit, RemoteTrace};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -26,6 +26,8 @@ pub struct Incoming {
     pub payload: Bytes,
     /// When the server stored it.
     pub published: DateTime<Utc>,
+    /// The trace context the commit was appended in (live deliveries of traced commits).
+    pub trace: Option<RemoteTrace>,
 }
 
 impl Incoming {
