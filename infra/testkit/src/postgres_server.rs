@@ -30,6 +30,7 @@ pub struct PostgresServer {
     sockets: PathBuf,
     log: PathBuf,
     postmaster: Option<Child>,
+    max_connections: u32,
     /// Holds the data directory, removed when the server is dropped.
     _root: TempDir,
 }
@@ -40,12 +41,21 @@ impl PostgresServer {
     /// # Panics
     /// When the PostgreSQL binaries are missing or the server does not come up.
     pub async fn start() -> Self {
-        Self::try_start()
+        Self::start_with_max_connections(40).await
+    }
+
+    /// As [`PostgresServer::start`], accepting up to `max_connections` clients (a whole
+    /// system of replicated roles needs more than one test's 40).
+    ///
+    /// # Panics
+    /// When the PostgreSQL binaries are missing or the server does not come up.
+    pub async fn start_with_max_connections(max_connections: u32) -> Self {
+        Self::try_start(max_connections)
             .await
             .expect("starting a private PostgreSQL for a test")
     }
 
-    async fn try_start() -> anyhow::Result<Self> {
+    async fn try_start(max_connections: u32) -> anyhow::Result<Self> {
         let bin_dir = postgres_bin_dir()?;
         let run_as = if effective_uid()? == 0 {
             Some(OsUser::lookup("postgres")?)
@@ -73,6 +83,7 @@ impl PostgresServer {
             sockets,
             log,
             postmaster: None,
+            max_connections,
             _root: root,
         };
         server.initdb().await?;
@@ -234,7 +245,8 @@ impl PostgresServer {
                 self.sockets.display()
             ))
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
-            .args(["-c", "full_page_writes=on", "-c", "max_connections=40"])
+            .args(["-c", "full_page_writes=on", "-c"])
+            .arg(format!("max_connections={}", self.max_connections))
             .args(["-c", "shared_buffers=16MB", "-c", "logging_collector=off"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
