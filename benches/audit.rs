@@ -250,6 +250,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         nats_replicas: 1,
         snapshot_every: 100,
         log_format: LogFormat::Text,
+        shutdown_timeout_ms: 20_000,
     };
     let env = Env {
         _nats: nats,

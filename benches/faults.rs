@@ -22,151 +22,24 @@
 //! Settings: `FAULT_SECONDS` (load duration, default 60), `FAULT_RATE` (requests/s,
 //! default 60), `FAULT_INTERVAL_SECS` (default 4).
 
+mod system;
+
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use testkit::{http_get, NatsCluster, PostgresServer};
+use system::{env_or, Deployment, ADMIN_EMAIL, ADMIN_PASSWORD, BIN};
+use testkit::{NatsCluster, PostgresServer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shopstream");
 const ACK_WAIT_MS: u64 = 3_000;
-const ADMIN_EMAIL: &str = "admin@faults.local";
-const ADMIN_PASSWORD: &str = "faults-admin-password";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={value} is not valid")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// One replica of a role, run as its own process, which the suite kills and restarts.
-struct Role {
-    name: String,
-    command: &'static str,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Role {
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(BIN)
-            .arg(self.command)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.name))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let pid = self.pid().context("the role is not running")?;
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()?;
-        if !status.success() {
-            bail!("kill -{signal} {pid} failed");
-        }
-        Ok(())
-    }
-
-    /// Restarts the process if it has exited on its own (a role that gave up).
-    fn ensure_running(&mut self) -> anyhow::Result<bool> {
-        let exited = match self.child.as_mut() {
-            Some(child) => child.try_wait()?.is_some(),
-            None => true,
-        };
-        if exited {
-            self.child = None;
-            self.spawn()?;
-        }
-        Ok(exited)
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// What the suite did to the system, for the report.
 struct Fault {
     at: Duration,
     what: String,
     took: Duration,
-}
-
-async fn wait_ready(addr: SocketAddr, bound: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Ok((200, _)) = http_get(addr, "/readyz").await {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the API on {addr} was not ready within {bound:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn run(
-    args: &[&str],
-    env: &[(String, String)],
-    extra: &[(&str, &str)],
-) -> anyhow::Result<(i32, String)> {
-    let output = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(extra.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running shopstream {}", args.join(" ")))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.code().unwrap_or(-1), text))
-}
-
-/// The last lines each role logged, for a failed run.
-fn dump_logs(roles: &[Role]) {
-    for role in roles {
-        let log = std::fs::read_to_string(&role.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(15).collect();
-        eprintln!("--- {} (last lines)", role.name);
-        for line in tail.into_iter().rev() {
-            eprintln!("{line}");
-        }
-    }
 }
 
 fn record_lines(path: &Path) -> usize {
@@ -204,81 +77,13 @@ async fn main() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let (code, output) = run(&["migrate"], &common, &[])?;
-    if code != 0 {
-        bail!("migrate failed: {output}");
-    }
-
-    let api_addrs = [free_addr()?, free_addr()?];
-    let mut roles = Vec::new();
-    for (i, addr) in api_addrs.iter().enumerate() {
-        let mut env = common.clone();
-        env.push(("HTTP_ADDR".to_owned(), addr.to_string()));
-        roles.push(Role {
-            name: format!("serve-{}", i + 1),
-            command: "serve",
-            env,
-            log: work.path().join(format!("serve-{}.log", i + 1)),
-            child: None,
-        });
-    }
-    for command in ["project", "saga"] {
-        for i in 1..=2 {
-            roles.push(Role {
-                name: format!("{command}-{i}"),
-                command,
-                env: common.clone(),
-                log: work.path().join(format!("{command}-{i}.log")),
-                child: None,
-            });
-        }
-    }
-    // The first API provisions the R3 stream and buckets alone (six roles creating them
-    // at once on a new cluster time out); a role that gives up is started again, as a
-    // container's restart policy would.
-    for (i, addr) in api_addrs.iter().enumerate() {
-        if i == 1 {
-            for role in roles.iter_mut().skip(1) {
-                role.spawn()?;
-            }
-        } else {
-            roles[0].spawn()?;
-        }
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while wait_ready(*addr, Duration::from_secs(5)).await.is_err() {
-            for role in &mut roles {
-                if role.child.is_some() {
-                    role.ensure_running()?;
-                }
-            }
-            if Instant::now() > deadline {
-                dump_logs(&roles);
-                bail!("the API on {addr} was not ready within 180 s");
-            }
-        }
-    }
-    let (code, output) = run(
-        &[
-            "accounts",
-            "create",
-            "--email",
-            ADMIN_EMAIL,
-            "--role",
-            "admin",
-        ],
-        &common,
-        &[("SHOPSTREAM_PASSWORD", ADMIN_PASSWORD)],
-    )?;
-    if code != 0 {
-        bail!("accounts create failed: {output}");
-    }
+    system::migrate(&common)?;
+    let deployment = Deployment::start(&common, work.path(), 2, 2).await?;
+    let urls = deployment.graphql_urls();
+    let mut roles = deployment.roles;
+    system::create_admin(&common)?;
 
     let record = work.path().join("record.jsonl");
-    let urls = api_addrs
-        .iter()
-        .map(|addr| format!("http://{addr}/graphql"))
-        .collect::<Vec<_>>()
-        .join(",");
     let loadgen_out = work.path().join("loadgen.out");
     let mut loadgen = Command::new(BIN)
         .args([
@@ -382,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let (check_code, check_output) = run(
+    let (check_code, check_output) = system::run(
         &[
             "loadgen",
             "check",
@@ -435,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     println!("{report}");
     if check_code != 0 {
-        dump_logs(&roles);
+        system::dump_logs(&roles);
         bail!("an invariant failed (exit code {check_code})");
     }
     Ok(())

@@ -16,6 +16,7 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use infra_nats::StreamSettings;
@@ -158,6 +159,75 @@ pub async fn migrate_all(db: &PgPool) -> anyhow::Result<()> {
         .await
         .context("migrating the API's tables")?;
     Ok(())
+}
+
+/// Runs a long-lived role (`serve`, `project`, `saga`) until it stops after SIGTERM or
+/// Ctrl-C, bounded: `role` gets a future that completes on the signal, during which it
+/// stops taking work, finishes what is in flight and drains NATS; if it has not returned
+/// `bound` after the signal, this returns an error (the process exits non-zero) and
+/// whatever was unfinished is redelivered to another replica (nothing is acknowledged
+/// before it is done).
+///
+/// # Errors
+/// The role's error, or that it did not stop within `bound`.
+pub async fn run_until_signalled<Role>(
+    bound: Duration,
+    role: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Role,
+) -> anyhow::Result<()>
+where
+    Role: Future<Output = anyhow::Result<()>>,
+{
+    run_until(shutdown_signal(), bound, role).await
+}
+
+/// [`run_until_signalled`] with the signal as a future (tests send their own).
+///
+/// # Errors
+/// The role's error, or that it did not stop within `bound` of `signal`.
+pub async fn run_until<Role>(
+    signal: impl Future<Output = ()> + Send + 'static,
+    bound: Duration,
+    role: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Role,
+) -> anyhow::Result<()>
+where
+    Role: Future<Output = anyhow::Result<()>>,
+{
+    let (signalled, _) = tokio::sync::watch::channel(false);
+    let stopping = {
+        let mut signalled = signalled.subscribe();
+        async move {
+            let _ = signalled.wait_for(|s| *s).await;
+        }
+    };
+    let deadline = {
+        let mut signalled = signalled.subscribe();
+        async move {
+            if signalled.wait_for(|s| *s).await.is_ok() {
+                tokio::time::sleep(bound).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let forward = tokio::spawn(async move {
+        signal.await;
+        let _ = signalled.send(true);
+        // Keep the sender: a dropped one would read as "never signalled".
+        std::future::pending::<()>().await;
+    });
+    let role = role(Box::pin(stopping));
+    let result = tokio::select! {
+        result = role => result,
+        () = deadline => {
+            tracing::error!(bound_ms = bound.as_millis() as u64, "did not stop within the shutdown bound; exiting");
+            Err(anyhow::anyhow!(
+                "did not stop within {} ms of the shutdown signal (SHUTDOWN_TIMEOUT_MS)",
+                bound.as_millis()
+            ))
+        }
+    };
+    forward.abort();
+    result
 }
 
 /// Completes on SIGTERM or Ctrl-C.

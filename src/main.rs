@@ -548,7 +548,10 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
     match command {
         Command::Serve { settings, api } => {
             let app = shopstream::Application::build(&settings, &api).await?;
-            app.run_until_stopped(shopstream::shutdown_signal()).await
+            shopstream::run_until_signalled(settings.shutdown_timeout(), |stopping| {
+                app.run_until_stopped(stopping)
+            })
+            .await
         }
         Command::Accounts(AccountsCommand::Create {
             email,
@@ -579,7 +582,10 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
         Command::Migrate(settings) => shopstream::migrate(&settings).await,
         Command::Project { settings, health } => {
             let _health = shopstream::health::serve(&health).await?;
-            projecting::run_projectors(&settings, shopstream::shutdown_signal()).await
+            shopstream::run_until_signalled(settings.shutdown_timeout(), |stopping| {
+                projecting::run_projectors(&settings, stopping)
+            })
+            .await
         }
         Command::Projections(ProjectionsCommand::Status { json, settings }) => {
             projecting::projections_status(&settings, json).await
@@ -642,7 +648,10 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
             health,
         } => {
             let _health = shopstream::health::serve(&health).await?;
-            saga_role::run_saga(&settings, &saga, shopstream::shutdown_signal()).await
+            shopstream::run_until_signalled(settings.shutdown_timeout(), |stopping| {
+                saga_role::run_saga(&settings, &saga, stopping)
+            })
+            .await
         }
         Command::Sagas(SagasCommand::List {
             state,

@@ -58,6 +58,23 @@ pub struct Settings {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// After SIGTERM, how long a role may take to finish in-flight work and drain NATS
+    /// before it exits anyway (its unacknowledged messages are redelivered elsewhere).
+    #[arg(
+        long,
+        env = "SHUTDOWN_TIMEOUT_MS",
+        value_name = "SHUTDOWN_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Settings {
+    /// How long a role may take to stop after SIGTERM.
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shutdown_timeout_ms)
+    }
 }
 
 /// How logs are written.

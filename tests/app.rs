@@ -22,6 +22,7 @@ fn settings(nats: &NatsServer, db: &TestDatabase) -> Settings {
         nats_replicas: 1,
         snapshot_every: 100,
         log_format: LogFormat::Text,
+        shutdown_timeout_ms: 20_000,
     }
 }
 

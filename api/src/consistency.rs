@@ -157,7 +157,7 @@ impl ReadModelPositions {
         }
         let found = infra_nats::aggregate_type_at(&self.jetstream, position)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::store)?;
         // Only a found position is settled: a missing one may be written any moment.
         if found.is_some() {
             let mut memo = self.memo();

@@ -654,6 +654,7 @@ async fn a_forward_cursor_used_as_before_ends_the_page_just_before_its_order() {
     let first_page = orders::customer_orders(&db.pool, customer(1), PageRequest::first(3))
         .await
         .unwrap();
+    assert_eq!(first_page.total_count, Some(expected.len() as i64));
     let second = PageRequest::Forward {
         first: 3,
         after: first_page.end_cursor(),
@@ -707,6 +708,7 @@ async fn a_page_of_no_orders_still_tells_whether_orders_exist() {
     assert!(empty.has_previous_page && !empty.has_next_page);
     assert_eq!(empty.total_count, Some(10));
     assert!(nobody.edges.is_empty() && !nobody.has_next_page && !nobody.has_previous_page);
+    assert_eq!(nobody.total_count, Some(0));
 }
 
 #[tokio::test]

@@ -15,3 +15,4 @@ mod shopping;
 mod subscriptions;
 mod support;
 mod tokens;
+mod unavailable;

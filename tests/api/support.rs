@@ -57,6 +57,7 @@ impl Shop {
             nats_replicas: 1,
             snapshot_every: 100,
             log_format: LogFormat::Text,
+            shutdown_timeout_ms: 20_000,
         };
         let app = Application::build(&settings, &api).await.unwrap();
         let addr = app.local_addr().unwrap();
@@ -91,6 +92,16 @@ impl Shop {
     /// What the shop's roles were started with (NATS and PostgreSQL URLs).
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Kills the shop's nats-server (SIGKILL).
+    pub fn kill_nats(&mut self) {
+        self._nats.kill();
+    }
+
+    /// Starts the shop's nats-server again on the same port and store.
+    pub fn restart_nats(&mut self) {
+        self._nats.restart();
     }
 
     /// The shop's database.

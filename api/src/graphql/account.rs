@@ -102,7 +102,7 @@ impl AccountQuery {
             .accounts
             .account(viewer.account_id)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::auth)?
             .ok_or(ApiError::Unauthenticated)?;
         Ok(Some(Me { account }))
     }
@@ -278,7 +278,7 @@ fn auth_user_error(error: AuthError) -> Result<UserError, ApiError> {
         AuthError::WeakPassword { .. } | AuthError::PasswordTooLong { .. } => &["password"],
         AuthError::InvalidCredentials => &[],
         AuthError::InvalidToken(_) => &["refreshToken"],
-        _ => return Err(ApiError::internal(error)),
+        _ => return Err(ApiError::auth(error)),
     };
     let message = match &error {
         AuthError::InvalidToken(_) => "the token is invalid, expired or already used".to_owned(),

@@ -237,6 +237,6 @@ fn audit_error(error: AuditError) -> ApiError {
         | AuditError::BeforeFirstEvent(_)
         | AuditError::VersionPastEnd { .. } => ApiError::bad_input(error.to_string()),
         AuditError::NotFound { .. } => ApiError::NotFound("aggregate"),
-        AuditError::Store(error) => ApiError::internal(error),
+        AuditError::Store(error) => ApiError::store(error),
     }
 }

@@ -54,7 +54,7 @@ impl Product {
         ctx.data_unchecked::<DataLoader<ProductDetails>>()
             .load_one(self.summary.id)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(super::loaders::field_error)?
             .ok_or(ApiError::NotFound("product"))
     }
 }
@@ -590,7 +590,7 @@ pub async fn owner_of(ctx: &Context<'_>, sku: &Sku) -> ApiResult<Option<ProductI
         .skus
         .owner(sku.as_str())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     Ok(owner
         .and_then(|owner| owner.parse::<uuid::Uuid>().ok())
         .map(ProductId))

@@ -9,7 +9,7 @@ use projections::page::QueryError;
 /// Deliberately not `Display`: async-graphql turns any `Display` error into a GraphQL
 /// error without a code, so this type converts only through its own `From`, which sets
 /// `extensions.code`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     /// No valid access token came with a request that needs one.
     Unauthenticated,
@@ -31,6 +31,10 @@ pub enum ApiError {
         /// The position asked for.
         position: u64,
     },
+    /// NATS or PostgreSQL could not be reached or gave up (a node restarting, a pool
+    /// exhausted): nothing is wrong with the request, and retrying it later (a mutation
+    /// with the same idempotency key) is safe. The cause is logged, not sent.
+    Unavailable(String),
     /// Something on our side failed; the cause is logged under the request's trace.
     Internal(String),
 }
@@ -45,6 +49,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::ReadModelBehind { .. } => "READ_MODEL_BEHIND",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -62,6 +67,10 @@ impl ApiError {
             } => format!(
                 "the {projection} read model has not reached position {position} yet; retry"
             ),
+            ApiError::Unavailable(_) => {
+                "a service shopstream depends on is unavailable; retry (a mutation with the same idempotency key)"
+                    .to_owned()
+            }
             ApiError::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -70,6 +79,41 @@ impl ApiError {
     pub fn bad_input(message: impl Into<String>) -> Self {
         ApiError::BadUserInput {
             message: message.into(),
+        }
+    }
+
+    /// NATS or PostgreSQL unavailable: logs `cause` and hides it from the client.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        let cause = cause.to_string();
+        tracing::warn!(%cause, "a backing service is unavailable answering a GraphQL request");
+        ApiError::Unavailable(cause)
+    }
+
+    /// A database error: [`ApiError::Unavailable`] when PostgreSQL could not be reached,
+    /// was shutting down or had no connection to spare; [`ApiError::Internal`] otherwise.
+    pub fn database(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) {
+            ApiError::unavailable(error)
+        } else {
+            ApiError::internal(error)
+        }
+    }
+
+    /// An event-store error: [`ApiError::Unavailable`] when NATS was out of reach,
+    /// [`ApiError::Internal`] when stored data was unreadable.
+    pub fn store(error: infra_nats::StoreError) -> Self {
+        match error {
+            infra_nats::StoreError::Nats(_) => ApiError::unavailable(error),
+            other => ApiError::internal(other),
+        }
+    }
+
+    /// An account-store failure that is no fault of the caller's: the database's as
+    /// [`ApiError::database`], anything else internal.
+    pub fn auth(error: crate::auth::AuthError) -> Self {
+        match error {
+            crate::auth::AuthError::Database(error) => ApiError::database(error),
+            other => ApiError::internal(other),
         }
     }
 
@@ -104,16 +148,75 @@ impl From<QueryError> for ApiError {
             QueryError::PageTooLarge(_) | QueryError::InvalidArgument(_) => {
                 ApiError::bad_input(error.to_string())
             }
-            QueryError::Database(error) => ApiError::internal(error),
+            QueryError::Database(error) => ApiError::database(error),
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(error)
+        ApiError::database(error)
+    }
+}
+
+/// Whether `error` says PostgreSQL is out of reach for now rather than that the query
+/// is wrong: no connection (I/O, TLS, pool timed out or closed), or the server refusing
+/// with SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, starting
+/// up) or 53300 (too many connections).
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 
 /// The result of a resolver.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_out_of_our_hands_are_unavailable_the_rest_internal() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for error in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(io),
+        ] {
+            assert_eq!(ApiError::database(error).code(), "UNAVAILABLE");
+        }
+        for error in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("total".into()),
+        ] {
+            assert_eq!(ApiError::database(error).code(), "INTERNAL");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_event_store_is_unavailable_unreadable_data_internal() {
+        assert_eq!(
+            ApiError::store(infra_nats::StoreError::Nats("timed out".into())).code(),
+            "UNAVAILABLE"
+        );
+        assert_eq!(
+            ApiError::store(infra_nats::StoreError::Decode {
+                what: "commit".into(),
+                reason: "bad json".into()
+            })
+            .code(),
+            "INTERNAL"
+        );
+        let message = ApiError::unavailable("nats: connection refused").message();
+        assert!(!message.contains("nats"), "{message}");
+    }
+}

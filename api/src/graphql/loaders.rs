@@ -12,11 +12,19 @@ use projections::orders::{OrderDetail, OrderLineView, StatusChange};
 use projections::payments::PaymentView;
 use sqlx::PgPool;
 
-/// Why a batch could not be loaded (logged by the resolver, not sent).
-pub type LoadError = Arc<String>;
+use super::error::ApiError;
 
-fn load_error(error: impl std::fmt::Display) -> LoadError {
-    Arc::new(error.to_string())
+/// Why a batch could not be loaded, as clients will see it (the cause was logged when
+/// it was converted); shared by every field of the batch.
+pub type LoadError = Arc<ApiError>;
+
+fn load_error(error: impl Into<ApiError>) -> LoadError {
+    Arc::new(error.into())
+}
+
+/// The error a field answers when its batch failed.
+pub fn field_error(error: LoadError) -> ApiError {
+    (*error).clone()
 }
 
 /// Counts one batch of `loader` with its keys (`shopstream_graphql_loader_batches_total`

@@ -99,7 +99,7 @@ impl Order {
         ctx.data_unchecked::<DataLoader<OrderDetails>>()
             .load_one(self.summary.id)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(super::loaders::field_error)?
             .ok_or(ApiError::NotFound("order"))
     }
 }
@@ -136,7 +136,7 @@ impl Order {
                 .data_unchecked::<DataLoader<OrderLines>>()
                 .load_one(self.summary.id)
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(super::loaders::field_error)?
                 .unwrap_or_default(),
         };
         Ok(lines
@@ -186,7 +186,7 @@ impl Order {
                 .data_unchecked::<DataLoader<OrderTimelines>>()
                 .load_one(self.summary.id)
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(super::loaders::field_error)?
                 .unwrap_or_default(),
         };
         Ok(timeline.iter().map(OrderStatusChange::from).collect())
@@ -200,7 +200,7 @@ impl Order {
             .data_unchecked::<DataLoader<OrderPayments>>()
             .load_one(self.summary.id)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(super::loaders::field_error)?
             .unwrap_or_default();
         Ok(payments.iter().map(Payment::from).collect())
     }
@@ -852,7 +852,7 @@ impl OrderMutation {
             .store()
             .load_fresh(&payment_id.to_string())
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::store)?;
         let refundable = payment.state().refundable();
         let amount = match (requested, refundable) {
             (Some(amount), _) => amount,
@@ -885,7 +885,7 @@ impl OrderMutation {
         };
         if let Err(error) = services.commands.provider.refund(&refund).await {
             return if error.is_transient() {
-                Err(ApiError::internal(format!(
+                Err(ApiError::unavailable(format!(
                     "payment provider unavailable ({error}); retry with the same idempotency key"
                 ))
                 .into())
@@ -947,7 +947,7 @@ async fn load_order(ctx: &Context<'_>, order_id: OrderId) -> ApiResult<domain::o
         .store()
         .load_fresh(&order_id.to_string())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     let order = context.state().clone();
     if order.id().is_none() {
         return Err(ApiError::NotFound("order"));
@@ -1062,7 +1062,7 @@ async fn priced_lines(
             .store()
             .load_fresh(&product_id.to_string())
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::store)?;
         let product = product.state();
         let Some(variant) = product.variants().iter().find(|variant| variant.sku == sku) else {
             return Ok(Err(unknown()));

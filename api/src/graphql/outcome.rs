@@ -38,9 +38,9 @@ pub fn code_of(error: &impl Debug) -> String {
 /// Sorts a command's result into a commit, a rejection on `field`, or an error.
 ///
 /// # Errors
-/// [`ApiError::Conflict`] when other writers kept winning, [`ApiError::Internal`] when
-/// the event store failed (the command may have been stored: retry with the same
-/// idempotency key).
+/// [`ApiError::Conflict`] when other writers kept winning, [`ApiError::Unavailable`]
+/// when NATS was out of reach (the command may have been stored: retry with the same
+/// idempotency key), [`ApiError::Internal`] when stored data was unreadable.
 pub fn executed<E>(
     result: Result<CommitOutcome, CommandError<E>>,
     field: &[&str],
@@ -58,9 +58,8 @@ where
         Err(CommandError::Conflict { attempts }) => Err(ApiError::Conflict(format!(
             "the object changed concurrently {attempts} times in a row; retry"
         ))),
-        Err(error @ (CommandError::Unavailable(_) | CommandError::Corrupt(_))) => {
-            Err(ApiError::internal(error))
-        }
+        Err(error @ CommandError::Unavailable(_)) => Err(ApiError::unavailable(error)),
+        Err(error @ CommandError::Corrupt(_)) => Err(ApiError::internal(error)),
     }
 }
 

@@ -68,7 +68,7 @@ impl SubscriptionRoot {
             .store()
             .load_fresh(&order_id.to_string())
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::store)?;
         let owner = order.state().customer_id().map(|id| id.as_uuid());
         if owner.is_none() || (viewer.role != Role::Admin && owner != Some(viewer.account_id)) {
             return Err(ApiError::NotFound("order").into());
@@ -97,7 +97,7 @@ impl SubscriptionRoot {
         let services = ctx.services().clone();
         let from = infra_nats::stream_last_position(&services.jetstream)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::store)?
             + 1;
         let commits = follow(&services, "inventory", sku.as_str(), from).await?;
         Ok(commits
@@ -105,7 +105,7 @@ impl SubscriptionRoot {
                 let services = services.clone();
                 let sku = sku.clone();
                 async move {
-                    let commit = commit.map_err(ApiError::internal)?;
+                    let commit = commit.map_err(ApiError::store)?;
                     wait_until_shown(&services, ReadModel::Inventory, commit.position).await?;
                     projections::inventory::stock_level(&services.db, sku.as_str())
                         .await
@@ -130,7 +130,7 @@ async fn follow(
     let subject = infra_nats::subjects::aggregate_subject(aggregate_type, aggregate_id);
     infra_nats::read_all(&services.jetstream, from, Some(subject))
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::store)
 }
 
 /// Waits as long as it takes (in bounded rounds) until `read_model` shows `position`.
@@ -163,7 +163,7 @@ impl OrderWatch {
             }
             let commit = match self.commits.next().await? {
                 Ok(commit) => commit,
-                Err(error) => return Some((Err(ApiError::internal(error).into()), self)),
+                Err(error) => return Some((Err(ApiError::store(error).into()), self)),
             };
             if let Err(error) = self.catch_up(commit.position).await {
                 return Some((Err(error.into()), self));

@@ -125,6 +125,11 @@ impl NatsServer {
         self.spawn().expect("restarting nats-server");
     }
 
+    /// The server's process id while it runs (to pause it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The server's log so far, for assertion messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

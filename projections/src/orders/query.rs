@@ -323,7 +323,7 @@ fn detail_from(found: DetailWithChildren) -> Result<OrderDetail, sqlx::Error> {
 }
 
 /// A customer's orders, newest first (by `placed_at`, then id): the page `page` asks for,
-/// each order with its cursor, without a total count.
+/// each order with its cursor, with the number of the customer's orders.
 ///
 /// # Errors
 /// [`QueryError::InvalidCursor`], [`QueryError::PageTooLarge`], or a database error.
@@ -336,7 +336,7 @@ pub async fn customer_orders(
         customer_id: Some(customer_id),
         ..OrderFilter::default()
     };
-    list(pool, &filter, page, false).await
+    list(pool, &filter, page).await
 }
 
 /// The orders matching `filter`, newest first (by `placed_at`, then id): the page `page`
@@ -349,14 +349,13 @@ pub async fn orders(
     filter: &OrderFilter,
     page: PageRequest<'_>,
 ) -> Result<Page<OrderSummary>, QueryError> {
-    list(pool, filter, page, true).await
+    list(pool, filter, page).await
 }
 
 async fn list(
     pool: &PgPool,
     filter: &OrderFilter,
     page: PageRequest<'_>,
-    count: bool,
 ) -> Result<Page<OrderSummary>, QueryError> {
     let scan = page.scan::<(DateTime<Utc>, Uuid)>(true)?;
 
@@ -387,15 +386,10 @@ async fn list(
         .map(OrderSummary::try_from)
         .collect::<Result<Vec<_>, _>>()?;
 
-    let total_count = if count {
-        let mut query =
-            QueryBuilder::<Postgres>::new("SELECT count(*) FROM orders.orders WHERE true");
-        push_filter(&mut query, filter);
-        let (total,): (i64,) = query.build_query_as().fetch_one(pool).await?;
-        Some(total)
-    } else {
-        None
-    };
+    let mut query = QueryBuilder::<Postgres>::new("SELECT count(*) FROM orders.orders WHERE true");
+    push_filter(&mut query, filter);
+    let (total,): (i64,) = query.build_query_as().fetch_one(pool).await?;
+    let total_count = Some(total);
     Ok(Page::from_lookahead(
         items,
         page,
