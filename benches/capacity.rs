@@ -14,7 +14,8 @@
 //! reports the acknowledgement latency of `orderPlace` (as the client saw it), the
 //! orders confirmed per second (first placement to last confirmation) and the
 //! placement-to-confirmation latency, from the order events' commit times in
-//! `orders.status_timeline`.
+//! `orders.status_timeline`. Before the steps, a warm-up (not reported) creates the
+//! catalog and places a few orders.
 //!
 //! The ceiling, measured on the same servers in the same run once the roles are
 //! stopped: raw JetStream publish with `Nats-Expected-Last-Subject-Sequence`, 64
@@ -24,7 +25,7 @@
 //!
 //! Run: `source scripts/env.sh && cargo bench --bench capacity` (also
 //! `scripts/capacity.sh`). Settings: `CAPACITY_RATES` (orders/s offered per step,
-//! default `10,20,40,80`), `CAPACITY_SECONDS` (per step, default 20),
+//! default `10,20,40,60,80`), `CAPACITY_SECONDS` (per step, default 20),
 //! `CAPACITY_TOPOLOGIES` (default `single,cluster`), `CAPACITY_PAYMENT_LATENCY_MS` (the
 //! fake provider's answer time, default 20).
 
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
 use infra_nats::subjects::{headers, EVENTS_STREAM};
@@ -129,7 +130,7 @@ struct TopologyReport {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let rates: Vec<f64> = env_or("CAPACITY_RATES", "10,20,40,80".to_owned())?
+    let rates: Vec<f64> = env_or("CAPACITY_RATES", "10,20,40,60,80".to_owned())?
         .split(',')
         .map(|rate| rate.trim().parse::<f64>())
         .collect::<Result<_, _>>()
@@ -206,17 +207,28 @@ async fn measure(
         .await?;
     let client = infra_nats::connect(&nats.url()).await?;
     let js = jetstream::new(client.clone());
+
+    // Warm-up, not reported: the catalog is created and stocked, caches and pools fill.
+    eprintln!("   setting up and warming up");
+    let warm_from = Utc::now();
+    let warm_up = loadgen(&deployment, 2.0, 3, true).await?;
+    settle(
+        &db,
+        warm_from,
+        warm_up["acknowledged"]["orders"].as_u64().unwrap_or(0),
+    )
+    .await?;
     let nats_version = client.server_info().version.clone();
 
     let mut steps = Vec::new();
     let mut orders = 0u64;
     let first_messages = events_stream(&js).await?.messages;
-    for (i, &rate) in rates.iter().enumerate() {
+    for &rate in rates {
         eprintln!("   {rate} orders/s for {seconds} s");
         let messages_before = events_stream(&js).await?.messages;
         let from: DateTime<Utc> = Utc::now();
         let load_started = Instant::now();
-        let summary = loadgen(&deployment, rate, seconds, i == 0).await?;
+        let summary = loadgen(&deployment, rate, seconds, false).await?;
         let load_took = load_started.elapsed();
         let checkout = summary["operations"]
             .as_array()
@@ -415,12 +427,28 @@ async fn raw_publish(
     })
     .await
     .context("creating the raw publish stream")?;
+    // A new R3 stream answers only once it has a leader.
+    let stream = loop {
+        let mut stream = js.get_stream(name).await?;
+        let has_leader = stream
+            .info()
+            .await?
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.leader.is_some());
+        if has_leader {
+            break stream;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let payload = bytes::Bytes::from(vec![b'x'; payload_bytes.max(1)]);
     let deadline = Instant::now() + Duration::from_secs_f64(RAW_SECONDS);
     let published = Arc::new(AtomicU64::new(0));
+    let conflicts = Arc::new(AtomicU64::new(0));
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..RAW_WRITERS {
-        let (js, payload, published) = (js.clone(), payload.clone(), published.clone());
+        let (js, stream, payload) = (js.clone(), stream.clone(), payload.clone());
+        let (published, conflicts) = (published.clone(), conflicts.clone());
         writers.spawn(async move {
             let subject = format!("capacity.raw.{w}");
             let mut last_sequence = 0u64;
@@ -436,10 +464,24 @@ async fn raw_publish(
                 let ack = js
                     .publish_with_headers(subject.clone(), map, payload.clone())
                     .await?
-                    .await?;
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                last_sequence = ack.sequence;
-                published.fetch_add(1, Ordering::Relaxed);
+                    .await;
+                match ack {
+                    Ok(ack) => {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        last_sequence = ack.sequence;
+                        published.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A publish the client resent after a lost answer may have been
+                    // stored: count it, and go on from what the stream holds.
+                    Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                        conflicts.fetch_add(1, Ordering::Relaxed);
+                        last_sequence = stream
+                            .get_last_raw_message_by_subject(&subject)
+                            .await?
+                            .sequence;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             }
             anyhow::Ok(latencies)
         });
@@ -458,6 +500,10 @@ async fn raw_publish(
             .copied()
             .unwrap_or(f64::NAN)
     };
+    let conflicts = conflicts.load(Ordering::Relaxed);
+    if conflicts > 0 {
+        eprintln!("   raw publish: {conflicts} expected-sequence conflicts (not counted)");
+    }
     Ok((
         published.load(Ordering::Relaxed) as f64 / took,
         [quantile(0.5), quantile(0.95), quantile(0.99)],
