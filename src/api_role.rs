@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use api::admission::CheckoutAdmission;
 use api::auth::{Accounts, AuthConfig, Role};
 use api::commands::Commands;
 use api::consistency::ReadModelPositions;
@@ -68,12 +69,16 @@ pub async fn graphql_router(
     .context("following the read models' positions")?;
     let services = Arc::new(Services {
         db: reads,
-        jetstream,
+        jetstream: jetstream.clone(),
         accounts: accounts.clone(),
         commands,
         positions,
         carts: Carts::new(db.clone()),
         idempotency: IdempotencyKeys::new(db.clone()),
+        admission: CheckoutAdmission::start(
+            jetstream.clone(),
+            Duration::from_millis(api_settings.checkout_max_saga_lag_ms),
+        ),
     });
     let schema = build_schema(
         services.clone(),

@@ -145,6 +145,10 @@ pub struct ApiSettings {
     /// Longest wait of a read for a read model to reach `X-Min-Position`.
     #[arg(long, env = "READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 5_000)]
     pub read_your_writes_timeout_ms: u64,
+    /// Refuse `orderPlace` (`OVERLOADED`) while the order saga's oldest unfinished
+    /// order commit is older than this; 0 admits every checkout.
+    #[arg(long, env = "CHECKOUT_MAX_SAGA_LAG_MS", default_value_t = 3_000)]
+    pub checkout_max_saga_lag_ms: u64,
 }
 
 /// Whether the API is tuned for developers or for the public.

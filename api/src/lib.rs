@@ -13,6 +13,7 @@
 //!   [`migrate`]. Versions start at 1001 so they share `_sqlx_migrations` with the
 //!   projections' migrations.
 
+pub mod admission;
 pub mod audit_log;
 pub mod auth;
 pub mod commands;

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use infra_nats::subjects::{aggregate_type_filter, EVENTS_STREAM};
 use projections::registry;
 use projections::status::projector_status;
 use sqlx::PgPool;
@@ -75,23 +74,8 @@ fn set_lag(consumer: &str, events: u64, seconds: f64) {
 /// The saga consumer's unfinished order commits (not delivered, or delivered and not
 /// acknowledged: sagas being driven) and the age of the oldest of them.
 async fn saga_lag(jetstream: &jetstream::Context) -> anyhow::Result<(u64, f64)> {
-    let stream = jetstream.get_stream(EVENTS_STREAM).await?;
-    let info = match stream.consumer_info(SAGA_CONSUMER).await {
-        Ok(info) => info,
-        // No saga replica has run yet: nothing is being consumed, so nothing lags.
-        Err(_) => return Ok((0, 0.0)),
-    };
-    let events = info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
-    if events == 0 {
-        return Ok((0, 0.0));
-    }
-    let oldest = stream
-        .direct_get_next_for_subject(
-            aggregate_type_filter("order"),
-            Some(info.ack_floor.stream_sequence + 1),
-        )
-        .await?;
-    Ok((events, age_seconds(oldest.time)))
+    let backlog = infra_nats::consumer_backlog(jetstream, SAGA_CONSUMER, "order").await?;
+    Ok((backlog.commits, backlog.oldest.map_or(0.0, age_seconds)))
 }
 
 /// Parked commits per consumer and the oldest's age; consumers with none report 0.

@@ -1,6 +1,7 @@
 //! The GraphQL API end to end: the real server on a free port, with the projectors and
 //! the saga running beside it, against real NATS and PostgreSQL.
 
+mod admission;
 mod audit;
 mod bad_input;
 mod health;

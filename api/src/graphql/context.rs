@@ -28,6 +28,8 @@ pub struct Services {
     pub carts: Carts,
     /// Idempotency keys of mutations.
     pub idempotency: IdempotencyKeys,
+    /// Whether checkouts are admitted (the saga's backlog).
+    pub admission: crate::admission::CheckoutAdmission,
 }
 
 /// Who is asking: `None` for an anonymous request.

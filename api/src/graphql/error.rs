@@ -35,6 +35,12 @@ pub enum ApiError {
     /// exhausted): nothing is wrong with the request, and retrying it later (a mutation
     /// with the same idempotency key) is safe. The cause is logged, not sent.
     Unavailable(String),
+    /// Checkout is refused for now: the order saga is behind, and an order accepted now
+    /// would outlive its steps' deadlines. Retry after `retry_after`.
+    Overloaded {
+        /// A hint for when to retry.
+        retry_after: std::time::Duration,
+    },
     /// Something on our side failed; the cause is logged under the request's trace.
     Internal(String),
 }
@@ -50,6 +56,7 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::ReadModelBehind { .. } => "READ_MODEL_BEHIND",
             ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Overloaded { .. } => "OVERLOADED",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -71,6 +78,10 @@ impl ApiError {
                 "a service shopstream depends on is unavailable; retry (a mutation with the same idempotency key)"
                     .to_owned()
             }
+            ApiError::Overloaded { retry_after } => format!(
+                "the shop is taking more orders than it can confirm; nothing was placed, retry in {} ms",
+                retry_after.as_millis()
+            ),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -132,10 +143,19 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::ReadModelBehind { position, .. } => Some(*position),
             _ => None,
         };
+        let retry_after_ms = match &error {
+            ApiError::Overloaded { retry_after } => {
+                Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        };
         async_graphql::Error::new(error.message()).extend_with(|_, extensions| {
             extensions.set("code", code);
             if let Some(position) = position {
                 extensions.set("position", position.to_string());
+            }
+            if let Some(retry_after_ms) = retry_after_ms {
+                extensions.set("retryAfterMs", retry_after_ms);
             }
         })
     }

@@ -698,6 +698,8 @@ impl OrderMutation {
             }
         };
 
+        // Refused while the saga is behind: nothing is recorded, not even the key.
+        services.admission.admit()?;
         let keyed = id_for_key(
             &services,
             customer.account_id,

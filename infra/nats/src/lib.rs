@@ -29,8 +29,8 @@ pub use provision::{
     check_server, connect, provision, ServerCheckError, StreamSettings, MINIMUM_SERVER_VERSION,
 };
 pub use reader::{
-    aggregate_type_at, first_position_at_or_after, read_all, read_batch, stream_last_position,
-    stream_range,
+    aggregate_type_at, consumer_backlog, first_position_at_or_after, read_all, read_batch,
+    stream_last_position, stream_range, ConsumerBacklog,
 };
 pub use sku_registry::{SkuRegistry, SkuReservationError};
 pub use store::{EventStoreConfig, JetStreamAggregateContext, JetStreamEventStore};

@@ -122,6 +122,55 @@ pub async fn read_batch(
     Ok(commits)
 }
 
+/// What a durable consumer of one aggregate type's commits has not finished: commits not
+/// yet delivered or delivered and not acknowledged, and when the oldest of them was
+/// committed (`None` when there are none, or the consumer does not exist yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerBacklog {
+    pub commits: u64,
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The backlog of durable consumer `consumer`, which reads `aggregate_type`'s commits.
+///
+/// # Errors
+/// [`StoreError::Nats`] when the stream or the oldest commit cannot be read.
+pub async fn consumer_backlog(
+    js: &jetstream::Context,
+    consumer: &str,
+    aggregate_type: &str,
+) -> Result<ConsumerBacklog, StoreError> {
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(StoreError::nats)?;
+    let Ok(info) = stream.consumer_info(consumer).await else {
+        // Nobody has consumed yet: nothing is waiting on this consumer.
+        return Ok(ConsumerBacklog {
+            commits: 0,
+            oldest: None,
+        });
+    };
+    let commits = info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
+    if commits == 0 {
+        return Ok(ConsumerBacklog {
+            commits,
+            oldest: None,
+        });
+    }
+    let oldest = stream
+        .direct_get_next_for_subject(
+            crate::subjects::aggregate_type_filter(aggregate_type),
+            Some(info.ack_floor.stream_sequence + 1),
+        )
+        .await
+        .map_err(StoreError::nats)?;
+    Ok(ConsumerBacklog {
+        commits,
+        oldest: Some(oldest.time),
+    })
+}
+
 /// The stream sequence of the newest commit in the log (0 when empty).
 ///
 /// # Errors
