@@ -473,7 +473,11 @@ async fn raw_publish(
                     }
                     // A publish the client resent after a lost answer may have been
                     // stored: count it, and go on from what the stream holds.
-                    Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Server codes 10071 and 10164 (the latter has no kind of its own).
+                    Err(error)
+                        if error.kind() == PublishErrorKind::WrongLastSequence
+                            || error.to_string().contains("wrong last sequence") =>
+                    {
                         conflicts.fetch_add(1, Ordering::Relaxed);
                         last_sequence = stream
                             .get_last_raw_message_by_subject(&subject)
