@@ -177,21 +177,6 @@ pub async fn run_until_signalled<Role>(
 where
     Role: Future<Output = anyhow::Result<()>>,
 {
-    run_until(shutdown_signal(), bound, role).await
-}
-
-/// [`run_until_signalled`] with the signal as a future (tests send their own).
-///
-/// # Errors
-/// The role's error, or that it did not stop within `bound` of `signal`.
-pub async fn run_until<Role>(
-    signal: impl Future<Output = ()> + Send + 'static,
-    bound: Duration,
-    role: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Role,
-) -> anyhow::Result<()>
-where
-    Role: Future<Output = anyhow::Result<()>>,
-{
     let (signalled, _) = tokio::sync::watch::channel(false);
     let stopping = {
         let mut signalled = signalled.subscribe();
@@ -210,7 +195,7 @@ where
         }
     };
     let forward = tokio::spawn(async move {
-        signal.await;
+        shutdown_signal().await;
         let _ = signalled.send(true);
         // Keep the sender: a dropped one would read as "never signalled".
         std::future::pending::<()>().await;

@@ -102,6 +102,8 @@ async fn serve_finishes_the_request_in_flight_refuses_new_ones_and_exits_0_on_si
         )
         .await
         .unwrap();
+    // Not observable from outside: a moment for the server to read the headers and
+    // dispatch the request before the signal.
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(child.id().unwrap(), "TERM");
 
@@ -152,12 +154,33 @@ async fn project_and_saga_exit_0_promptly_on_sigterm() {
         .await
         .unwrap();
     assert!(migrate.status.success(), "{migrate:?}");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     for role in ["project", "saga"] {
         let health = free_addr();
         let child = spawn_role(role, &nats, &db, ("HEALTH_ADDR", health), &[]);
         wait_for(health, "/livez").await;
-        // Give the role time to bind its consumers, so that stopping has work to undo.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Wait until the role is at work, so that stopping has work to undo: the
+        // projectors' sampler has reported, or the saga's consumer exists.
+        eventually(
+            &format!("{role} to be at work"),
+            Duration::from_secs(30),
+            || async {
+                let working = match role {
+                    "project" => http_get(health, "/metrics")
+                        .await
+                        .is_ok_and(|(_, body)| body.contains("shopstream_consumer_lag_events")),
+                    _ => js
+                        .get_stream("EVENTS")
+                        .await
+                        .ok()?
+                        .consumer_info("saga")
+                        .await
+                        .is_ok(),
+                };
+                working.then_some(())
+            },
+        )
+        .await;
         signal(child.id().unwrap(), "TERM");
         let (status, took, log) = exits_within(child, Duration::from_secs(20)).await;
         assert!(

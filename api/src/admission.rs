@@ -18,14 +18,14 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::Utc;
+use cqrs_es::Aggregate;
+use domain::order::Order;
 use tokio::sync::watch;
 
 use crate::graphql::error::ApiError;
 
 /// How often the backlog is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// The saga role's durable consumer.
-const SAGA_CONSUMER: &str = "saga";
 
 /// Whether checkouts are admitted; cheap to clone.
 #[derive(Clone)]
@@ -49,7 +49,8 @@ impl CheckoutAdmission {
             loop {
                 every.tick().await;
                 let sampled =
-                    infra_nats::consumer_backlog(&jetstream, SAGA_CONSUMER, "order").await;
+                    infra_nats::consumer_backlog(&jetstream, saga::trigger::CONSUMER, Order::TYPE)
+                        .await;
                 let lag = match sampled {
                     Ok(backlog) => backlog
                         .oldest

@@ -7,8 +7,8 @@ use projections::runtime::fingerprint;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// The dead-letter queue's consumer name for sagas.
-pub const CONSUMER: &str = "saga";
+/// The dead-letter queue's consumer name for sagas: the trigger consumer's.
+pub const CONSUMER: &str = crate::trigger::CONSUMER;
 
 /// Parks the saga of `run`, failed at `step` with `error`, at the saga commit `position`
 /// that recorded the failure. Parking the same failure again changes nothing; an entry

@@ -36,10 +36,13 @@ pub struct TriggerConfig {
     pub max_in_flight: usize,
 }
 
+/// The durable consumer the saga role reads order commits with (shared by its replicas).
+pub const CONSUMER: &str = "saga";
+
 impl Default for TriggerConfig {
     fn default() -> Self {
         Self {
-            consumer: "saga".to_owned(),
+            consumer: CONSUMER.to_owned(),
             ack_wait: Duration::from_secs(15),
             max_in_flight: 512,
         }

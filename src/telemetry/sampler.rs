@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use domain::order::Order;
 use projections::registry;
 use projections::status::projector_status;
+use saga::trigger::CONSUMER as SAGA_CONSUMER;
 use sqlx::PgPool;
 
 /// How often the gauges are refreshed.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
-
-/// The saga role's durable consumer.
-const SAGA_CONSUMER: &str = "saga";
 
 /// Samples every [`SAMPLE_EVERY`] (the first pass at once) until `shutdown` completes.
 pub async fn run(
@@ -74,7 +74,7 @@ fn set_lag(consumer: &str, events: u64, seconds: f64) {
 /// The saga consumer's unfinished order commits (not delivered, or delivered and not
 /// acknowledged: sagas being driven) and the age of the oldest of them.
 async fn saga_lag(jetstream: &jetstream::Context) -> anyhow::Result<(u64, f64)> {
-    let backlog = infra_nats::consumer_backlog(jetstream, SAGA_CONSUMER, "order").await?;
+    let backlog = infra_nats::consumer_backlog(jetstream, SAGA_CONSUMER, Order::TYPE).await?;
     Ok((backlog.commits, backlog.oldest.map_or(0.0, age_seconds)))
 }
 
