@@ -52,7 +52,7 @@ use projections::fixtures;
 use projections::runtime::{Projector, ProjectorConfig, RetryPolicy};
 use shopstream::projecting::{dlq_bulk, BulkAction};
 use shopstream::replaying::{replay, ReplayArgs};
-use shopstream::{LogFormat, Settings};
+use shopstream::Settings;
 use sqlx::PgPool;
 use testkit::{NatsServer, TestDatabase};
 use uuid::Uuid;
@@ -243,15 +243,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let client = infra_nats::connect(&nats.url()).await?;
     let js = jetstream::new(client.clone());
     infra_nats::provision(&js, &StreamSettings::default()).await?;
-    let settings = Settings {
-        nats_url: nats.url(),
-        database_url: db.url.clone(),
-        http_addr: "127.0.0.1:0".parse()?,
-        nats_replicas: 1,
-        snapshot_every: 100,
-        log_format: LogFormat::Text,
-        shutdown_timeout_ms: 20_000,
-    };
+    let settings = Settings::for_test(nats.url(), db.url.clone());
     let env = Env {
         _nats: nats,
         db,
@@ -412,8 +404,7 @@ async fn audit_section(
     let started = Instant::now();
     let store =
         JetStreamEventStore::<Inventory>::new(env.client.clone(), EventStoreConfig::default())
-            .await?
-            .with_upcasters(domain::inventory::upcasters());
+            .await?;
     let bus = CommandBus::new(store, (), ConflictPolicy::default());
     let mut version = 0;
     let mut order = OrderId::from(Uuid::nil());
@@ -542,8 +533,7 @@ async fn audit_section(
                 ..EventStoreConfig::default()
             },
         )
-        .await?
-        .with_upcasters(domain::inventory::upcasters());
+        .await?;
         let (measured, loaded) = repeated(repeat, || async {
             Ok(store.load_fresh(sku).await?.version())
         })

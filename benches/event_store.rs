@@ -298,8 +298,7 @@ async fn run_level(level: Level, nats_url: &str, config: &Config) -> anyhow::Res
                     let client = infra_nats::connect(nats_url).await?;
                     let store =
                         JetStreamEventStore::<Inventory>::new(client, EventStoreConfig::default())
-                            .await?
-                            .with_upcasters(domain::inventory::upcasters());
+                            .await?;
                     // No retries: with distinct aggregates there are no conflicts, and a
                     // retried one should show up as an error rather than as latency.
                     let bus = Arc::new(CommandBus::new(

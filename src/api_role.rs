@@ -6,15 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use api::admission::CheckoutAdmission;
 use api::auth::{Accounts, AuthConfig, Role};
-use api::commands::Commands;
 use api::consistency::ReadModelPositions;
 use api::graphql::{build_schema, GraphqlConfig, SchemaLimits, Services};
 use api::limits::{RateLimitConfig, RateLimits};
-use api::storefront::{Carts, IdempotencyKeys};
-use infra_nats::EventStoreConfig;
-use saga::provider::{SimulatedProvider, SimulatorConfig};
+use application::storefront::{Carts, IdempotencyKeys};
+use application::{CheckoutAdmission, Shop};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -48,17 +45,7 @@ pub async fn graphql_router(
         .connect_with(options)
         .await
         .context("connecting the API's read pool to DATABASE_URL")?;
-    // Refunds go to the same provider (here the simulator, whose ledger the saga shares).
-    let provider = SimulatedProvider::install(db.clone(), SimulatorConfig::default())
-        .await
-        .context("installing the payment simulator's ledger")?;
-    let store_config = EventStoreConfig {
-        snapshot_every: settings.snapshot_every,
-        ..EventStoreConfig::default()
-    };
-    let commands = Commands::open(nats.clone(), store_config, Arc::new(provider))
-        .await
-        .context("opening the command buses")?;
+    let commands = crate::command_side(settings, nats).await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     let positions = ReadModelPositions::start(
         db.clone(),
@@ -67,18 +54,23 @@ pub async fn graphql_router(
     )
     .await
     .context("following the read models' positions")?;
-    let services = Arc::new(Services {
-        db: reads,
-        jetstream: jetstream.clone(),
-        accounts: accounts.clone(),
+    let shop = Shop {
         commands,
-        positions,
+        // Refunds go to the provider the saga pays through, configured alike.
+        provider: crate::payment_provider(settings, db).await?,
         carts: Carts::new(db.clone()),
         idempotency: IdempotencyKeys::new(db.clone()),
         admission: CheckoutAdmission::start(
             jetstream.clone(),
             Duration::from_millis(api_settings.checkout_max_saga_lag_ms),
         ),
+    };
+    let services = Arc::new(Services {
+        db: reads,
+        jetstream: jetstream.clone(),
+        accounts: accounts.clone(),
+        shop: Arc::new(shop),
+        positions,
     });
     let schema = build_schema(
         services.clone(),

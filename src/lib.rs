@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::info;
 
-pub use settings::{ApiMode, ApiSettings, LogFormat, Settings};
+pub use settings::{ApiMode, ApiSettings, LogFormat, PaymentSettings, Settings};
 
 /// A built application: connected, provisioned, migrated and bound, not yet serving.
 pub struct Application {
@@ -121,6 +121,38 @@ pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Cli
     Ok(client)
 }
 
+/// The command side every role shares within a process: one bus per aggregate type
+/// on `nats`.
+///
+/// # Errors
+/// When the stream or its buckets cannot be opened.
+pub async fn command_side(
+    settings: &Settings,
+    nats: &async_nats::Client,
+) -> anyhow::Result<application::CommandSide> {
+    let config = infra_nats::EventStoreConfig {
+        snapshot_every: settings.snapshot_every,
+        ..infra_nats::EventStoreConfig::default()
+    };
+    application::CommandSide::open(nats.clone(), config)
+        .await
+        .context("opening the command buses")
+}
+
+/// The payment provider of `settings` (one configuration for every role), with its
+/// ledger in `db`.
+///
+/// # Errors
+/// A bad `PAYMENT_*` setting, or the ledger cannot be installed.
+pub async fn payment_provider(
+    settings: &Settings,
+    db: &PgPool,
+) -> anyhow::Result<std::sync::Arc<dyn application::PaymentProvider>> {
+    application::payments::install(db.clone(), &settings.payments.provider()?)
+        .await
+        .context("installing the payment provider")
+}
+
 /// Creates the database if needed and connects a pool.
 ///
 /// # Errors
@@ -158,6 +190,9 @@ pub async fn migrate_all(db: &PgPool) -> anyhow::Result<()> {
     api::migrate(db)
         .await
         .context("migrating the API's tables")?;
+    application::migrate(db)
+        .await
+        .context("migrating the storefront's tables")?;
     Ok(())
 }
 

@@ -582,8 +582,9 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
         Command::Migrate(settings) => shopstream::migrate(&settings).await,
         Command::Project { settings, health } => {
             let _health = shopstream::health::serve(&health).await?;
+            let role = projecting::ProjectRole::build(&settings).await?;
             shopstream::run_until_signalled(settings.shutdown_timeout(), |stopping| {
-                projecting::run_projectors(&settings, stopping)
+                role.run_until_stopped(stopping)
             })
             .await
         }
@@ -648,8 +649,9 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
             health,
         } => {
             let _health = shopstream::health::serve(&health).await?;
+            let role = saga_role::SagaRole::build(&settings, &saga).await?;
             shopstream::run_until_signalled(settings.shutdown_timeout(), |stopping| {
-                saga_role::run_saga(&settings, &saga, stopping)
+                role.run_until_stopped(stopping)
             })
             .await
         }

@@ -16,8 +16,90 @@ use tracing::info;
 
 use crate::{connect_database, connect_nats, Settings};
 
-/// Runs every projector (each as the active instance or a hot standby) and the
-/// notification dispatcher until `shutdown` completes.
+/// The projector role, built (connected and migrated) and not yet running: every
+/// projector (each as the active instance or a hot standby) and the notification
+/// dispatcher.
+pub struct ProjectRole {
+    nats: async_nats::Client,
+    db: sqlx::PgPool,
+}
+
+impl ProjectRole {
+    /// Connects to NATS and PostgreSQL and migrates the read models.
+    ///
+    /// # Errors
+    /// When NATS or PostgreSQL cannot be reached, or a migration fails.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // Installed before anything records, so every metric reaches `/metrics`.
+        let _ = crate::telemetry::metrics::install();
+        let nats = connect_nats(settings).await?;
+        let db = connect_database(&settings.database_url).await?;
+        projections::migrate(&db)
+            .await
+            .context("migrating PostgreSQL")?;
+        Ok(Self { nats, db })
+    }
+
+    /// Projects until `shutdown` completes, then lets every projector finish its batch
+    /// and drains NATS.
+    ///
+    /// # Errors
+    /// When draining NATS fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { nats, db } = self;
+        let jetstream = jetstream::new(nats.clone());
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        {
+            // Lag, dead letters and saga phases as gauges (every projector replica samples).
+            let (db, jetstream) = (db.clone(), jetstream.clone());
+            let mut stopped = stop.subscribe();
+            tasks.spawn(crate::telemetry::sampler::run(db, jetstream, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        }
+        for projection in registry::all() {
+            let projector = Projector::new(
+                projection,
+                db.clone(),
+                jetstream.clone(),
+                ProjectorConfig::default(),
+            );
+            let mut stopped = stop.subscribe();
+            tasks.spawn(projector.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        }
+        {
+            let db = db.clone();
+            let mut stopped = stop.subscribe();
+            tasks.spawn(async move {
+                let sender = projections::notifications::LogSender;
+                projections::notifications::run_dispatcher(
+                    db,
+                    &sender,
+                    projections::notifications::DispatcherConfig::default(),
+                    async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    },
+                )
+                .await;
+            });
+        }
+        info!(projectors = registry::all().len(), "projecting");
+        shutdown.await;
+        info!("stopping projectors");
+        let _ = stop.send(true);
+        while tasks.join_next().await.is_some() {}
+        nats.drain().await.context("draining NATS")?;
+        Ok(())
+    }
+}
+
+/// Runs the projector role until `shutdown` completes.
 ///
 /// # Errors
 /// When NATS or PostgreSQL cannot be reached at start-up.
@@ -25,58 +107,10 @@ pub async fn run_projectors(
     settings: &Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let _ = crate::telemetry::metrics::install();
-    let nats = connect_nats(settings).await?;
-    let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db)
+    ProjectRole::build(settings)
+        .await?
+        .run_until_stopped(shutdown)
         .await
-        .context("migrating PostgreSQL")?;
-    let jetstream = jetstream::new(nats.clone());
-    let (stop, _) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        // Lag, dead letters and saga phases as gauges (every projector replica samples).
-        let (db, jetstream) = (db.clone(), jetstream.clone());
-        let mut stopped = stop.subscribe();
-        tasks.spawn(crate::telemetry::sampler::run(db, jetstream, async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }));
-    }
-    for projection in registry::all() {
-        let projector = Projector::new(
-            projection,
-            db.clone(),
-            jetstream.clone(),
-            ProjectorConfig::default(),
-        );
-        let mut stopped = stop.subscribe();
-        tasks.spawn(projector.run(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }));
-    }
-    {
-        let db = db.clone();
-        let mut stopped = stop.subscribe();
-        tasks.spawn(async move {
-            let sender = projections::notifications::LogSender;
-            projections::notifications::run_dispatcher(
-                db,
-                &sender,
-                projections::notifications::DispatcherConfig::default(),
-                async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                },
-            )
-            .await;
-        });
-    }
-    info!(projectors = registry::all().len(), "projecting");
-    shutdown.await;
-    info!("stopping projectors");
-    let _ = stop.send(true);
-    while tasks.join_next().await.is_some() {}
-    nats.drain().await.context("draining NATS")?;
-    Ok(())
 }
 
 /// A pool on a database with every migration applied (idempotent; operator commands

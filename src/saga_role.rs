@@ -7,13 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use domain::{Actor, OrderId};
-use infra_nats::EventStoreConfig;
-use saga::provider::{SimulatedProvider, SimulatorConfig};
-use saga::{SagaBuses, SagaConfig, SagaDriver, TriggerConfig};
+use saga::{SagaConfig, SagaDriver, TriggerConfig};
 
-use crate::{connect_database, connect_nats, Settings};
+use crate::{command_side, connect_database, connect_nats, payment_provider, Settings};
 
-/// How the saga role runs, and how the simulated payment provider behaves.
+/// How the saga role runs (the payment provider is configured in [`Settings`], alike for
+/// every role).
 #[derive(Debug, Clone, Args)]
 pub struct SagaSettings {
     /// How long a phase (reserve, authorise, complete) may take before the saga compensates.
@@ -25,18 +24,6 @@ pub struct SagaSettings {
     /// Sagas one replica drives at once.
     #[arg(long, env = "SAGA_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
-    /// Simulated provider: latency added to every call.
-    #[arg(long, env = "PAYMENT_LATENCY_MS", default_value_t = 0)]
-    pub payment_latency_ms: u64,
-    /// Simulated provider: how long `tok_hang` hangs.
-    #[arg(long, env = "PAYMENT_HANG_MS", default_value_t = 30_000)]
-    pub payment_hang_ms: u64,
-    /// Simulated provider: share of payments declined at random (0.0 to 1.0).
-    #[arg(long, env = "PAYMENT_FAILURE_RATE", default_value_t = 0.0)]
-    pub payment_failure_rate: f64,
-    /// Simulated provider: seed of the random declines.
-    #[arg(long, env = "PAYMENT_SEED", default_value_t = 0)]
-    pub payment_seed: u64,
 }
 
 impl SagaSettings {
@@ -50,45 +37,65 @@ impl SagaSettings {
         }
     }
 
-    fn simulator(&self) -> anyhow::Result<SimulatorConfig> {
-        if !(0.0..=1.0).contains(&self.payment_failure_rate) {
-            bail!(
-                "PAYMENT_FAILURE_RATE must be between 0 and 1, not {}",
-                self.payment_failure_rate
-            );
+    fn trigger_config(&self) -> TriggerConfig {
+        TriggerConfig {
+            ack_wait: Duration::from_millis(self.ack_wait_ms),
+            max_in_flight: self.max_in_flight.max(1),
+            ..TriggerConfig::default()
         }
-        Ok(SimulatorConfig {
-            latency: Duration::from_millis(self.payment_latency_ms),
-            hang_for: Duration::from_millis(self.payment_hang_ms),
-            failure_rate: self.payment_failure_rate,
-            seed: self.payment_seed,
-        })
     }
 }
 
-async fn driver(
-    settings: &Settings,
-    saga: &SagaSettings,
-) -> anyhow::Result<(Arc<SagaDriver>, async_nats::Client)> {
-    let simulator = saga.simulator()?;
-    let nats = connect_nats(settings).await?;
-    let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db)
-        .await
-        .context("migrating PostgreSQL")?;
-    let provider = SimulatedProvider::install(db.clone(), simulator)
-        .await
-        .context("installing the simulated payment provider")?;
-    let buses = SagaBuses::new(
-        nats.clone(),
-        EventStoreConfig {
-            snapshot_every: settings.snapshot_every,
-            ..EventStoreConfig::default()
-        },
-    )
-    .await?;
-    let driver = SagaDriver::new(Arc::new(buses), Arc::new(provider), db, saga.saga_config());
-    Ok((Arc::new(driver), nats))
+/// The saga role, built (connected, migrated, its driver on the shared command side) and
+/// not yet running.
+pub struct SagaRole {
+    driver: Arc<SagaDriver>,
+    nats: async_nats::Client,
+    trigger: TriggerConfig,
+}
+
+impl SagaRole {
+    /// Connects to NATS and PostgreSQL, migrates, installs the payment provider and opens
+    /// the command side the driver sends its steps through.
+    ///
+    /// # Errors
+    /// A bad setting, or a dependency that cannot be reached.
+    pub async fn build(settings: &Settings, saga: &SagaSettings) -> anyhow::Result<Self> {
+        // Installed before anything records, so every metric reaches `/metrics`.
+        let _ = crate::telemetry::metrics::install();
+        let nats = connect_nats(settings).await?;
+        let db = connect_database(&settings.database_url).await?;
+        projections::migrate(&db)
+            .await
+            .context("migrating PostgreSQL")?;
+        let provider = payment_provider(settings, &db).await?;
+        let commands = command_side(settings, &nats).await?;
+        let driver = SagaDriver::new(commands.buses.clone(), provider, db, saga.saga_config());
+        Ok(Self {
+            driver: Arc::new(driver),
+            nats,
+            trigger: saga.trigger_config(),
+        })
+    }
+
+    /// Drives placed orders until `shutdown` completes, then drains NATS.
+    ///
+    /// # Errors
+    /// When the consumer cannot be read.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        saga::run(
+            self.driver,
+            async_nats::jetstream::new(self.nats.clone()),
+            self.trigger,
+            shutdown,
+        )
+        .await?;
+        self.nats.drain().await.ok();
+        Ok(())
+    }
 }
 
 /// Runs the saga role until `shutdown` completes.
@@ -100,22 +107,10 @@ pub async fn run_saga(
     saga: &SagaSettings,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let _ = crate::telemetry::metrics::install();
-    let (driver, nats) = driver(settings, saga).await?;
-    let config = TriggerConfig {
-        ack_wait: Duration::from_millis(saga.ack_wait_ms),
-        max_in_flight: saga.max_in_flight.max(1),
-        ..TriggerConfig::default()
-    };
-    saga::run(
-        driver,
-        async_nats::jetstream::new(nats.clone()),
-        config,
-        shutdown,
-    )
-    .await?;
-    nats.drain().await.ok();
-    Ok(())
+    SagaRole::build(settings, saga)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
 }
 
 /// What an operator does to one saga.
@@ -134,7 +129,9 @@ pub enum SagaAction {
 /// # Errors
 /// When the saga does not exist or NATS fails.
 pub async fn sagas_show(settings: &Settings, order_id: OrderId, json: bool) -> anyhow::Result<()> {
-    let (driver, _) = driver(settings, &saga_settings_from_env()).await?;
+    let driver = SagaRole::build(settings, &saga_settings_from_env())
+        .await?
+        .driver;
     let view = saga::admin::show(&driver, order_id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -187,7 +184,9 @@ pub async fn sagas_act(
             bail!("not confirmed; nothing changed");
         }
     }
-    let (driver, _) = driver(settings, &saga_settings_from_env()).await?;
+    let driver = SagaRole::build(settings, &saga_settings_from_env())
+        .await?
+        .driver;
     let outcome = match action {
         SagaAction::Resume => saga::admin::resume(&driver, order_id, &actor, reason).await?,
         SagaAction::Retry => saga::admin::retry(&driver, order_id, &actor, reason).await?,
@@ -200,7 +199,7 @@ pub async fn sagas_act(
 }
 
 /// The saga settings from the environment (or their defaults), for operator commands:
-/// their driver pays through the same provider as the role's.
+/// their driver gives the same deadlines as the role's.
 fn saga_settings_from_env() -> SagaSettings {
     #[derive(clap::Parser)]
     struct FromEnv {

@@ -68,12 +68,73 @@ pub struct Settings {
         default_value_t = 20_000
     )]
     pub shutdown_timeout_ms: u64,
+
+    /// The payment provider: one configuration for every role that calls it (the saga
+    /// takes payments, the API gives refunds).
+    #[command(flatten)]
+    pub payments: PaymentSettings,
 }
 
 impl Settings {
     /// How long a role may take to stop after SIGTERM.
     pub fn shutdown_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The settings of a test or benchmark run against its own servers: every default,
+    /// an HTTP port picked by the system, and the given NATS and PostgreSQL.
+    pub fn for_test(nats_url: impl Into<String>, database_url: impl Into<String>) -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let mut settings = <Only as clap::Parser>::parse_from(["shopstream"]).settings;
+        settings.nats_url = nats_url.into();
+        settings.database_url = database_url.into();
+        settings.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings
+    }
+}
+
+/// How the payment provider behaves (today the simulator, whose behaviour is tuned here
+/// for load tests and fault drills).
+#[derive(Debug, Clone, Args)]
+pub struct PaymentSettings {
+    /// Simulated provider: latency added to every call.
+    #[arg(long, env = "PAYMENT_LATENCY_MS", default_value_t = 0)]
+    pub payment_latency_ms: u64,
+    /// Simulated provider: how long `tok_hang` hangs.
+    #[arg(long, env = "PAYMENT_HANG_MS", default_value_t = 30_000)]
+    pub payment_hang_ms: u64,
+    /// Simulated provider: share of payments declined at random (0.0 to 1.0).
+    #[arg(long, env = "PAYMENT_FAILURE_RATE", default_value_t = 0.0)]
+    pub payment_failure_rate: f64,
+    /// Simulated provider: seed of the random declines.
+    #[arg(long, env = "PAYMENT_SEED", default_value_t = 0)]
+    pub payment_seed: u64,
+}
+
+impl PaymentSettings {
+    /// The provider these settings describe.
+    ///
+    /// # Errors
+    /// A failure rate outside 0 to 1.
+    pub fn provider(&self) -> anyhow::Result<application::ProviderSettings> {
+        if !(0.0..=1.0).contains(&self.payment_failure_rate) {
+            anyhow::bail!(
+                "PAYMENT_FAILURE_RATE must be between 0 and 1, not {}",
+                self.payment_failure_rate
+            );
+        }
+        Ok(application::ProviderSettings {
+            simulator: application::payments::SimulatorConfig {
+                latency: std::time::Duration::from_millis(self.payment_latency_ms),
+                hang_for: std::time::Duration::from_millis(self.payment_hang_ms),
+                failure_rate: self.payment_failure_rate,
+                seed: self.payment_seed,
+            },
+        })
     }
 }
 

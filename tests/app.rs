@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use shopstream::{ApiSettings, Application, LogFormat, Settings};
+use shopstream::{ApiSettings, Application, Settings};
 use testkit::{eventually, http_get, NatsServer, NatsServerOptions, TestDatabase};
 
 struct TestApp {
@@ -15,15 +15,7 @@ struct TestApp {
 }
 
 fn settings(nats: &NatsServer, db: &TestDatabase) -> Settings {
-    Settings {
-        nats_url: nats.url(),
-        database_url: db.url.clone(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        nats_replicas: 1,
-        snapshot_every: 100,
-        log_format: LogFormat::Text,
-        shutdown_timeout_ms: 20_000,
-    }
+    Settings::for_test(nats.url(), db.url.clone())
 }
 
 async fn spawn_app() -> TestApp {

@@ -32,7 +32,6 @@ async fn order_store(client: &async_nats::Client) -> JetStreamEventStore<Order> 
     JetStreamEventStore::new(client.clone(), EventStoreConfig::default())
         .await
         .unwrap()
-        .with_upcasters(domain::order::upcasters())
 }
 
 fn metadata() -> CommandMetadata {

@@ -110,8 +110,7 @@ async fn projector_processes_killed_at_random_points_converge_to_the_acknowledge
     .unwrap();
     let store = JetStreamEventStore::<Inventory>::new(client.clone(), EventStoreConfig::default())
         .await
-        .unwrap()
-        .with_upcasters(domain::inventory::upcasters());
+        .unwrap();
     let bus = Arc::new(CommandBus::new(store, (), ConflictPolicy::default()));
 
     let running = Arc::new(AtomicBool::new(true));

@@ -9,21 +9,18 @@
 //! - [`auth`]: accounts, argon2id passwords, JWT access tokens, rotating refresh tokens.
 //! - [`limits`]: per-IP and per-user rate limits as an axum middleware.
 //! - [`audit_log`]: who read which aggregate's history or state (`audit.access_log`).
-//! - `migrations/`: the `accounts`, `storefront` and `audit` schemas, applied by
+//! - `migrations/`: the `accounts` and `audit` schemas, applied by
 //!   [`migrate`]. Versions start at 1001 so they share `_sqlx_migrations` with the
 //!   projections' migrations.
 
-pub mod admission;
 pub mod audit_log;
 pub mod auth;
-pub mod commands;
 pub mod consistency;
 pub mod graphql;
 mod health;
 pub mod limits;
 pub mod metrics;
 mod projectors;
-pub mod storefront;
 
 pub use health::Dependencies;
 
@@ -32,7 +29,7 @@ use axum::Router;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 
-/// The api crate's schema (`accounts`), embedded in the binary.
+/// The api crate's schemas (`accounts`, `audit`), embedded in the binary.
 ///
 /// It shares `_sqlx_migrations` with `projections::MIGRATOR`, so each ignores the
 /// versions the other applied (`ignore_missing`).

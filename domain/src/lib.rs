@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod error_code;
 pub mod ids;
 pub mod inventory;
 pub mod metadata;
@@ -17,7 +18,10 @@ pub mod payment;
 pub mod product;
 pub mod saga;
 mod text;
+mod upcasting;
 
+pub use error_code::ErrorCode;
 pub use ids::{CustomerId, OrderId, PaymentId, ProductId, RefundId, Sku, SkuError};
 pub use metadata::{Actor, CommandMetadata};
 pub use money::{Currency, Money, MoneyError};
+pub use upcasting::Upcasting;

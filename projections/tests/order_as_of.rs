@@ -110,16 +110,14 @@ async fn the_view_at_every_position_is_what_the_live_read_model_showed_then() {
         orders: CommandBus::new(
             JetStreamEventStore::new(client.clone(), EventStoreConfig::default())
                 .await
-                .unwrap()
-                .with_upcasters(domain::order::upcasters()),
+                .unwrap(),
             (),
             ConflictPolicy::default(),
         ),
         payments: CommandBus::new(
             JetStreamEventStore::new(client.clone(), EventStoreConfig::default())
                 .await
-                .unwrap()
-                .with_upcasters(domain::payment::upcasters()),
+                .unwrap(),
             (),
             ConflictPolicy::default(),
         ),

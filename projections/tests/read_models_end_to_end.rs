@@ -230,19 +230,15 @@ impl Shop {
     async fn open(client: &async_nats::Client, js: &jetstream::Context) -> anyhow::Result<Self> {
         let products =
             JetStreamEventStore::<Product>::new(client.clone(), EventStoreConfig::default())
-                .await?
-                .with_upcasters(domain::product::upcasters());
+                .await?;
         let inventory =
             JetStreamEventStore::<Inventory>::new(client.clone(), EventStoreConfig::default())
-                .await?
-                .with_upcasters(domain::inventory::upcasters());
-        let orders = JetStreamEventStore::<Order>::new(client.clone(), EventStoreConfig::default())
-            .await?
-            .with_upcasters(domain::order::upcasters());
+                .await?;
+        let orders =
+            JetStreamEventStore::<Order>::new(client.clone(), EventStoreConfig::default()).await?;
         let payments =
             JetStreamEventStore::<Payment>::new(client.clone(), EventStoreConfig::default())
-                .await?
-                .with_upcasters(domain::payment::upcasters());
+                .await?;
         Ok(Self {
             catalog: ProductCommands::new(
                 CommandBus::new(products, (), ConflictPolicy::default()),

@@ -906,8 +906,7 @@ async fn a_saga_driven_through_the_event_store_reaches_the_read_model() {
         .unwrap();
     let store = JetStreamEventStore::<OrderSaga>::new(client.clone(), EventStoreConfig::default())
         .await
-        .unwrap()
-        .with_upcasters(domain::saga::upcasters());
+        .unwrap();
     let bus = CommandBus::new(store, (), ConflictPolicy::default());
     let deadline = Utc::now() + Duration::minutes(5);
     let id = saga_id(1).to_string();

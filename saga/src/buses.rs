@@ -31,30 +31,22 @@ impl SagaBuses {
         let hot = ConflictPolicy { max_retries: 50 };
         Ok(Self {
             orders: CommandBus::new(
-                JetStreamEventStore::new(client.clone(), config.clone())
-                    .await?
-                    .with_upcasters(domain::order::upcasters()),
+                JetStreamEventStore::new(client.clone(), config.clone()).await?,
                 (),
                 ConflictPolicy::default(),
             ),
             inventory: CommandBus::new(
-                JetStreamEventStore::new(client.clone(), config.clone())
-                    .await?
-                    .with_upcasters(domain::inventory::upcasters()),
+                JetStreamEventStore::new(client.clone(), config.clone()).await?,
                 (),
                 hot,
             ),
             payments: CommandBus::new(
-                JetStreamEventStore::new(client.clone(), config.clone())
-                    .await?
-                    .with_upcasters(domain::payment::upcasters()),
+                JetStreamEventStore::new(client.clone(), config.clone()).await?,
                 (),
                 ConflictPolicy::default(),
             ),
             sagas: CommandBus::new(
-                JetStreamEventStore::new(client, config)
-                    .await?
-                    .with_upcasters(domain::saga::upcasters()),
+                JetStreamEventStore::new(client, config).await?,
                 (),
                 ConflictPolicy::default(),
             ),

@@ -17,6 +17,25 @@ pub fn provider_key(order_id: OrderId, step: &str) -> String {
     format!("order-{order_id}-{step}")
 }
 
+/// An operation the saga asks of the payment provider (temporary: see the saga-steps branch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderStep {
+    /// Authorising.
+    Authorise,
+}
+
+/// The provider key of the authorisation of `order_id`.
+pub fn provider_key_of(order_id: OrderId, step: ProviderStep) -> String {
+    match step {
+        ProviderStep::Authorise => provider_key(order_id, "authorise"),
+    }
+}
+
+/// The provider idempotency key of an admin's refund.
+pub fn admin_refund_key(refund_id: domain::RefundId) -> String {
+    format!("refund-{}", refund_id.0)
+}
+
 /// The payment aggregate a saga records its provider outcomes on: one per order.
 pub fn payment_id(order_id: OrderId) -> domain::PaymentId {
     domain::PaymentId(step_id(order_id, "payment"))

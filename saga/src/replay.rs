@@ -69,8 +69,7 @@ impl SagaReplay {
                 ..EventStoreConfig::default()
             },
         )
-        .await?
-        .with_upcasters(domain::saga::upcasters());
+        .await?;
         Ok(Self { sagas })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use api::auth::{Accounts, AuthConfig, Role};
 use serde_json::{json, Value};
 use shopstream::saga_role::SagaSettings;
-use shopstream::{ApiSettings, Application, LogFormat, Settings};
+use shopstream::{ApiSettings, Application, Settings};
 use testkit::{NatsServer, TestDatabase};
 use tokio::sync::watch;
 
@@ -50,15 +50,7 @@ impl Shop {
     pub async fn start_api(api: ApiSettings) -> Shop {
         let nats = NatsServer::start();
         let db = TestDatabase::create().await.unwrap();
-        let settings = Settings {
-            nats_url: nats.url(),
-            database_url: db.url.clone(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            nats_replicas: 1,
-            snapshot_every: 100,
-            log_format: LogFormat::Text,
-            shutdown_timeout_ms: 20_000,
-        };
+        let settings = Settings::for_test(nats.url(), db.url.clone());
         let app = Application::build(&settings, &api).await.unwrap();
         let addr = app.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
@@ -132,10 +124,6 @@ impl Shop {
             step_timeout_ms: 5_000,
             ack_wait_ms: 5_000,
             max_in_flight: 64,
-            payment_latency_ms: 0,
-            payment_hang_ms: 30_000,
-            payment_failure_rate: 0.0,
-            payment_seed: 0,
         };
         // The saga role's future is not `Send` for every lifetime (a higher-ranked bound
         // in sqlx), so it runs on a thread of its own with its own runtime.

@@ -62,6 +62,23 @@ impl AuthError {
         }
     }
 
+    /// The `userErrors` code of an error the caller can fix (temporary: see the
+    /// error-codes branch).
+    pub fn user_error_code(&self) -> &'static str {
+        match self {
+            AuthError::InvalidEmail => "INVALID_EMAIL",
+            AuthError::WeakPassword { .. } => "WEAK_PASSWORD",
+            AuthError::PasswordTooLong { .. } => "PASSWORD_TOO_LONG",
+            AuthError::EmailTaken => "EMAIL_TAKEN",
+            AuthError::InvalidCredentials => "INVALID_CREDENTIALS",
+            AuthError::InvalidToken(_) => "INVALID_TOKEN",
+            AuthError::InvalidLifetime => "INVALID_LIFETIME",
+            AuthError::WeakSecret => "WEAK_SECRET",
+            AuthError::Database(_) => "DATABASE",
+            AuthError::Hashing(_) => "HASHING",
+        }
+    }
+
     pub(crate) fn weak_password() -> Self {
         AuthError::WeakPassword {
             min: MIN_PASSWORD_CHARS,

@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 
 use super::context::ContextExt;
 use super::error::ApiError;
-use super::ids::{CartId, GlobalId};
+use super::ids::{truncated, CartId, GlobalId};
 use super::money::MoneyV2;
 use super::orders::{checked_lines, OrderLineInput};
 use super::relay::UserError;
 use crate::auth::Role;
 use crate::consistency::ReadModel;
-use crate::storefront::{self, CartChange, CartError};
+use application::storefront::{self, CartChange, CartError};
 
 /// A customer's cart, priced at the catalog's current prices.
 #[derive(Clone)]
@@ -127,6 +127,7 @@ impl CartQuery {
     ) -> async_graphql::Result<Cart> {
         let cart = ctx
             .services()
+            .shop
             .carts
             .cart_of(customer)
             .await
@@ -197,6 +198,7 @@ async fn change(ctx: &Context<'_>, change: CartChange<'_>) -> async_graphql::Res
     let customer = ctx.require(&[Role::Customer])?;
     match ctx
         .services()
+        .shop
         .carts
         .change(customer.account_id, change)
         .await
@@ -207,11 +209,7 @@ async fn change(ctx: &Context<'_>, change: CartChange<'_>) -> async_graphql::Res
         }),
         Err(error @ (CartError::TooManyLines | CartError::QuantityTooLarge)) => Ok(CartPayload {
             cart: None,
-            user_errors: vec![UserError::on(
-                &["lines"],
-                &super::outcome::code_of(&error),
-                error.to_string(),
-            )],
+            user_errors: vec![UserError::on(&["lines"], error.code(), error.to_string())],
         }),
         Err(CartError::Database(error)) => Err(ApiError::from(error).into()),
     }
@@ -237,8 +235,8 @@ async fn unsellable(
             let index = index.to_string();
             return Ok(Some(UserError::on(
                 &["lines", &index, "sku"],
-                "UNKNOWN_SKU",
-                format!("no product sells SKU {}", super::ids::truncated(sku)),
+                application::Refusal::UnknownSku.code(),
+                format!("no product sells SKU {}", truncated(sku)),
             )));
         }
     }

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use application::catalog::{CreateProduct, ProductChanged, ProductEdit};
+use application::Refusal;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use domain::product::{NewVariant, ProductCommand};
-use domain::{CommandMetadata, ProductId, Sku};
+use domain::product::NewVariant;
+use domain::{ProductId, Sku};
 use projections::catalog::{self as catalog, ProductDetail, ProductSort, ProductSummary};
 
 use super::context::{ContextExt, Position};
@@ -14,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::ids::GlobalId;
 use super::loaders::ProductDetails;
 use super::money::{MoneyInput, MoneyV2};
-use super::outcome::{product_executed, Executed};
+use super::outcome::decided;
 use super::relay::{connection, page_request, UserError};
 use super::text::{check_text, Limit};
 use crate::auth::Role;
@@ -402,7 +404,7 @@ impl CatalogMutation {
                     let index = index.to_string();
                     return Ok(ProductPayload::rejected(UserError::on(
                         &["variants", &index, "sku"],
-                        "INVALID_SKU",
+                        Refusal::InvalidSku.code(),
                         error.to_string(),
                     )));
                 }
@@ -413,24 +415,18 @@ impl CatalogMutation {
                 price: variant.price.to_money(&field("price"))?,
             });
         }
-        let product_id = ProductId(uuid::Uuid::now_v7());
-        let command = ProductCommand::CreateProduct {
-            product_id,
+        let create = CreateProduct {
             name,
             description,
             category,
             variants,
         };
-        let result = ctx
+        let created = ctx
             .services()
-            .commands
-            .products
-            .execute(product_id, command, &CommandMetadata::new(admin.actor()))
+            .shop
+            .create_product(admin.account_id, create)
             .await;
-        Ok(payload(
-            product_id,
-            product_executed(result, &["variants"])?,
-        ))
+        Ok(payload(decided(created)?))
     }
 
     /// Renames, describes or recategorises a product; each given field is one change.
@@ -442,59 +438,44 @@ impl CatalogMutation {
         let admin = ctx.require(&[Role::Admin])?;
         let product_id = ProductId::from_global(&input.id)?;
         // Every field is checked before anything is sent, so bad input changes nothing.
-        let mut commands = Vec::new();
+        let mut edits = Vec::new();
         if let Some(name) = &input.name {
-            commands.push((
-                "name",
-                ProductCommand::RenameProduct {
-                    name: check_text(name, "name", Limit::NAME)?,
-                },
-            ));
+            edits.push(ProductEdit::Rename(check_text(name, "name", Limit::NAME)?));
         }
         if let Some(description) = &input.description {
-            commands.push((
+            edits.push(ProductEdit::Describe(check_text(
+                description,
                 "description",
-                ProductCommand::DescribeProduct {
-                    description: check_text(description, "description", Limit::DESCRIPTION)?,
-                },
-            ));
+                Limit::DESCRIPTION,
+            )?));
         }
         if let Some(category) = &input.category {
-            commands.push((
+            edits.push(ProductEdit::Recategorise(check_text(
+                category,
                 "category",
-                ProductCommand::ChangeCategory {
-                    category: check_text(category, "category", Limit::NAME)?,
-                },
-            ));
+                Limit::NAME,
+            )?));
         }
-        if commands.is_empty() {
+        if edits.is_empty() {
             return Err(ApiError::bad_input("name nothing to change").into());
         }
-        let metadata = CommandMetadata::new(admin.actor());
-        let mut last = None;
-        for (field, command) in commands {
-            let metadata = metadata.caused_by(metadata.command_id, uuid::Uuid::now_v7());
-            let result = ctx
-                .services()
-                .commands
-                .products
-                .execute(product_id, command, &metadata)
-                .await;
-            match product_executed(result, &[field])? {
-                Executed::Committed(outcome) => last = Some(outcome),
-                Executed::Rejected(error) => {
-                    return Ok(ProductPayload {
-                        product_id: last.as_ref().map(|_| product_id),
-                        position: last.map(|outcome| outcome.position),
-                        user_errors: vec![error],
-                    })
-                }
-            }
-        }
-        Ok(ProductPayload {
-            product_id: Some(product_id),
-            position: last.map(|outcome| outcome.position),
-            user_errors: Vec::new(),
+        let edited = ctx
+            .services()
+            .shop
+            .edit_product(admin.account_id, product_id, edits)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(match edited {
+            Ok(last) => ProductPayload {
+                product_id: Some(product_id),
+                position: last.map(|changed| changed.outcome.position),
+                user_errors: Vec::new(),
+            },
+            Err(partly) => ProductPayload {
+                product_id: partly.committed.as_ref().map(|_| product_id),
+                position: partly.committed.map(|changed| changed.outcome.position),
+                user_errors: vec![partly.rejection.into()],
+            },
         })
     }
 
@@ -506,31 +487,12 @@ impl CatalogMutation {
     ) -> async_graphql::Result<ProductPayload> {
         let admin = ctx.require(&[Role::Admin])?;
         let price = input.price.to_money("price")?;
-        let Ok(sku) = Sku::parse(input.sku.clone()) else {
-            return Ok(ProductPayload::rejected(UserError::on(
-                &["sku"],
-                "UNKNOWN_SKU",
-                "no variant has this SKU",
-            )));
-        };
-        let Some(product_id) = owner_of(ctx, &sku).await? else {
-            return Ok(ProductPayload::rejected(UserError::on(
-                &["sku"],
-                "UNKNOWN_SKU",
-                format!("no variant has SKU {sku}"),
-            )));
-        };
-        let result = ctx
+        let changed = ctx
             .services()
-            .commands
-            .products
-            .execute(
-                product_id,
-                ProductCommand::ChangeVariantPrice { sku, price },
-                &CommandMetadata::new(admin.actor()),
-            )
+            .shop
+            .set_variant_price(admin.account_id, &input.sku, price)
             .await;
-        Ok(payload(product_id, product_executed(result, &["price"])?))
+        Ok(payload(decided(changed)?))
     }
 
     /// Shows a product in the shop.
@@ -539,7 +501,7 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: ProductPublicationInput,
     ) -> async_graphql::Result<ProductPayload> {
-        publication(ctx, &input.id, ProductCommand::PublishProduct).await
+        publication(ctx, &input.id, true).await
     }
 
     /// Hides a product from the shop.
@@ -548,50 +510,32 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: ProductPublicationInput,
     ) -> async_graphql::Result<ProductPayload> {
-        publication(ctx, &input.id, ProductCommand::UnpublishProduct).await
+        publication(ctx, &input.id, false).await
     }
 }
 
 async fn publication(
     ctx: &Context<'_>,
     id: &ID,
-    command: ProductCommand,
+    published: bool,
 ) -> async_graphql::Result<ProductPayload> {
     let admin = ctx.require(&[Role::Admin])?;
     let product_id = ProductId::from_global(id)?;
-    let result = ctx
+    let changed = ctx
         .services()
-        .commands
-        .products
-        .execute(product_id, command, &CommandMetadata::new(admin.actor()))
+        .shop
+        .publish_product(admin.account_id, product_id, published)
         .await;
-    Ok(payload(product_id, product_executed(result, &["id"])?))
+    Ok(payload(decided(changed)?))
 }
 
-fn payload(product_id: ProductId, executed: Executed) -> ProductPayload {
-    match executed {
-        Executed::Committed(outcome) => ProductPayload {
-            product_id: Some(product_id),
+fn payload(decided: Result<ProductChanged, UserError>) -> ProductPayload {
+    match decided {
+        Ok(changed) => ProductPayload {
+            product_id: Some(changed.product_id),
             user_errors: Vec::new(),
-            position: Some(outcome.position),
+            position: Some(changed.outcome.position),
         },
-        Executed::Rejected(error) => ProductPayload::rejected(error),
+        Err(error) => ProductPayload::rejected(error),
     }
-}
-
-/// The product that owns `sku`, from the SKU registry (the command side's own record).
-///
-/// # Errors
-/// [`ApiError::Internal`] when NATS cannot be asked.
-pub async fn owner_of(ctx: &Context<'_>, sku: &Sku) -> ApiResult<Option<ProductId>> {
-    let owner = ctx
-        .services()
-        .commands
-        .skus
-        .owner(sku.as_str())
-        .await
-        .map_err(ApiError::store)?;
-    Ok(owner
-        .and_then(|owner| owner.parse::<uuid::Uuid>().ok())
-        .map(ProductId))
 }

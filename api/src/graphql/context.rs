@@ -8,9 +8,7 @@ use sqlx::PgPool;
 
 use super::error::ApiError;
 use crate::auth::{Accounts, Principal, Role};
-use crate::commands::Commands;
 use crate::consistency::{ReadModel, ReadModelPositions};
-use crate::storefront::{Carts, IdempotencyKeys};
 
 /// The shared handles behind the schema; one per process.
 pub struct Services {
@@ -20,16 +18,10 @@ pub struct Services {
     pub jetstream: async_nats::jetstream::Context,
     /// Accounts and tokens.
     pub accounts: Accounts,
-    /// The command side.
-    pub commands: Commands,
+    /// The use cases, and the command side behind them.
+    pub shop: Arc<application::Shop>,
     /// Where the read models are.
     pub positions: ReadModelPositions,
-    /// Customers' carts.
-    pub carts: Carts,
-    /// Idempotency keys of mutations.
-    pub idempotency: IdempotencyKeys,
-    /// Whether checkouts are admitted (the saga's backlog).
-    pub admission: crate::admission::CheckoutAdmission,
 }
 
 /// Who is asking: `None` for an anonymous request.

@@ -114,8 +114,8 @@ impl ApiError {
     /// [`ApiError::Internal`] when stored data was unreadable.
     pub fn store(error: infra_nats::StoreError) -> Self {
         match error {
-            infra_nats::StoreError::Nats(_) => ApiError::unavailable(error),
-            other => ApiError::internal(other),
+            infra_nats::StoreError::Nats(_) => ApiError::unavailable(chain(&error)),
+            other => ApiError::internal(chain(&other)),
         }
     }
 
@@ -173,29 +173,42 @@ impl From<QueryError> for ApiError {
     }
 }
 
+impl From<application::AppError> for ApiError {
+    fn from(error: application::AppError) -> Self {
+        use application::AppError;
+        match error {
+            AppError::NotFound(what) => ApiError::NotFound(what),
+            AppError::Conflict(message) => ApiError::Conflict(message),
+            AppError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+            error @ AppError::Unavailable(_) => ApiError::unavailable(chain(&error)),
+            error @ AppError::Internal(_) => ApiError::internal(chain(&error)),
+        }
+    }
+}
+
+/// An error and every cause under it, for the log.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Messages that already spell their cause out are not repeated.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         ApiError::database(error)
     }
 }
 
-/// Whether `error` says PostgreSQL is out of reach for now rather than that the query
-/// is wrong: no connection (I/O, TLS, pool timed out or closed), or the server refusing
-/// with SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, starting
-/// up) or 53300 (too many connections).
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
-        }),
-        _ => false,
-    }
-}
+pub use application::error::is_unavailable;
 
 /// The result of a resolver.
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -231,7 +244,7 @@ mod tests {
         assert_eq!(
             ApiError::store(infra_nats::StoreError::Decode {
                 what: "commit".into(),
-                reason: "bad json".into()
+                source: "bad json".into()
             })
             .code(),
             "INTERNAL"

@@ -48,13 +48,7 @@ pub trait GlobalId: Sized {
 }
 
 /// At most 64 characters of client input, for error messages.
-pub fn truncated(text: &str) -> String {
-    if text.chars().count() <= 64 {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(64).collect::<String>())
-    }
-}
+pub use application::text::truncated;
 
 macro_rules! global_id {
     ($type:ty, $name:literal) => {

@@ -1,18 +1,15 @@
 //! Stock per SKU: levels and movements for admins, receiving and adjusting stock.
 
+use application::inventory::StockChange;
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use domain::inventory::InventoryCommand;
-use domain::{CommandMetadata, Sku};
 use projections::inventory::{self as inventory_model, Movement, StockLevel};
-use uuid::Uuid;
 
-use super::catalog::owner_of;
 use super::context::{ContextExt, Position};
 use super::error::ApiError;
-use super::idempotency::id_for_key;
+use super::idempotency::idempotency;
 use super::ids::GlobalId;
-use super::outcome::{executed, Executed};
+use super::outcome::decided;
 use super::relay::{connection, page_request, UserError};
 use super::text::{check_text, Limit};
 use crate::auth::Role;
@@ -229,19 +226,16 @@ impl InventoryMutation {
                     input.quantity
                 ))
             })?;
-        let reference = check_text(&input.reference, "reference", Limit::NAME)?;
-        let request = serde_json::to_value(&input).map_err(ApiError::internal)?;
+        let change = StockChange::Receive {
+            quantity,
+            reference: check_text(&input.reference, "reference", Limit::NAME)?,
+        };
         stock_change(
             ctx,
-            "inventoryReceive",
             &input.sku,
+            change,
             input.idempotency_key.as_deref(),
-            request,
-            |sku| InventoryCommand::ReceiveStock {
-                sku,
-                quantity,
-                reference,
-            },
+            &input,
         )
         .await
     }
@@ -252,16 +246,16 @@ impl InventoryMutation {
         ctx: &Context<'_>,
         input: InventoryAdjustInput,
     ) -> async_graphql::Result<InventoryPayload> {
-        let reason = check_text(&input.reason, "reason", Limit::REASON)?;
-        let request = serde_json::to_value(&input).map_err(ApiError::internal)?;
-        let delta = i64::from(input.delta);
+        let change = StockChange::Adjust {
+            delta: i64::from(input.delta),
+            reason: check_text(&input.reason, "reason", Limit::REASON)?,
+        };
         stock_change(
             ctx,
-            "inventoryAdjust",
             &input.sku,
+            change,
             input.idempotency_key.as_deref(),
-            request,
-            |sku| InventoryCommand::AdjustStock { sku, delta, reason },
+            &input,
         )
         .await
     }
@@ -269,49 +263,29 @@ impl InventoryMutation {
 
 async fn stock_change(
     ctx: &Context<'_>,
-    operation: &str,
     sku: &str,
+    change: StockChange,
     idempotency_key: Option<&str>,
-    request: serde_json::Value,
-    command: impl FnOnce(Sku) -> InventoryCommand,
+    input: &impl serde::Serialize,
 ) -> async_graphql::Result<InventoryPayload> {
-    let admin = ctx.require(&[Role::Admin])?.clone();
-    let services = ctx.services().clone();
-    let sku_text = check_text(sku, "sku", Limit::NAME)?;
-    let rejected = |error: UserError| InventoryPayload {
-        sku: None,
-        user_errors: vec![error],
-        position: None,
-    };
-    let unknown = || UserError::on(&["sku"], "UNKNOWN_SKU", "no product sells this SKU");
-    let Ok(sku) = Sku::parse(sku_text) else {
-        return Ok(rejected(unknown()));
-    };
-    if owner_of(ctx, &sku).await?.is_none() {
-        return Ok(rejected(unknown()));
-    }
-    let command_id = id_for_key(
-        &services,
-        admin.account_id,
-        operation,
-        idempotency_key,
-        &request,
-    )
-    .await?
-    .unwrap_or_else(Uuid::now_v7);
-    let metadata = CommandMetadata::new(admin.actor()).with_command_id(command_id);
-    let aggregate_id = sku.as_str().to_owned();
-    let result = services
-        .commands
-        .inventory
-        .execute(&aggregate_id, command(sku), &metadata)
+    let admin = ctx.require(&[Role::Admin])?;
+    let sku = check_text(sku, "sku", Limit::NAME)?;
+    let idempotency = idempotency(idempotency_key, input)?;
+    let changed = ctx
+        .services()
+        .shop
+        .change_stock(admin.account_id, &sku, change, idempotency.as_ref())
         .await;
-    Ok(match executed(result, &["quantity"])? {
-        Executed::Committed(outcome) => InventoryPayload {
-            sku: Some(aggregate_id),
+    Ok(match decided(changed)? {
+        Ok(outcome) => InventoryPayload {
+            sku: Some(outcome.aggregate_id),
             user_errors: Vec::new(),
             position: Some(outcome.position),
         },
-        Executed::Rejected(error) => rejected(error),
+        Err(error) => InventoryPayload {
+            sku: None,
+            user_errors: vec![error],
+            position: None,
+        },
     })
 }

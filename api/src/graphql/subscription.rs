@@ -62,14 +62,11 @@ impl SubscriptionRoot {
         let services = ctx.services().clone();
         // The command side's own state decides who may watch: the read model may not
         // show an order placed a moment ago.
-        let order = services
-            .commands
-            .orders
-            .store()
-            .load_fresh(&order_id.to_string())
-            .await
-            .map_err(ApiError::store)?;
-        let owner = order.state().customer_id().map(|id| id.as_uuid());
+        let owner = match services.shop.load_order(order_id).await {
+            Ok(order) => order.customer_id().map(|id| id.as_uuid()),
+            Err(application::AppError::NotFound(_)) => None,
+            Err(error) => return Err(ApiError::from(error).into()),
+        };
         if owner.is_none() || (viewer.role != Role::Admin && owner != Some(viewer.account_id)) {
             return Err(ApiError::NotFound("order").into());
         }

@@ -1,56 +1,17 @@
-//! `CommandBus`: runs commands through cqrs-es's `CqrsFramework` on the JetStream store,
-//! and adds what the framework lacks: idempotent command ids, bounded conflict retries
-//! with fresh state, and the position each command committed at.
+//! `CommandBus`: runs a command on the JetStream store (load, decide, append) and adds
+//! what cqrs-es's `CqrsFramework` lacks: idempotent command ids, bounded conflict retries
+//! with fresh state, and the position each command committed at, as a return value.
 
-use std::cell::RefCell;
 use std::time::Instant;
 
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
 use domain::CommandMetadata;
 use tracing::{debug, instrument};
 
 use crate::error::StoreError;
-use crate::store::{CommitRecord, JetStreamEventStore};
-
-tokio::task_local! {
-    /// Carries the commit outcome from the store back to the bus: `CqrsFramework`
-    /// returns `()`, and the store's `commit` runs inside the bus's task.
-    static OUTCOME: RefCell<Option<CommitOutcome>>;
-}
-
-/// Records a commit's outcome for the enclosing [`CommandBus::execute`], if any.
-pub(crate) fn record_outcome(outcome: CommitOutcome) {
-    // Outside a bus (plain `CqrsFramework` use) there is nobody to tell: that is fine.
-    let _ = OUTCOME.try_with(|slot| *slot.borrow_mut() = Some(outcome));
-}
-
-/// What a successful command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitOutcome {
-    pub aggregate_id: String,
-    /// The stream sequence the command committed at (its events' global position);
-    /// for a command that emitted nothing, the aggregate's last position.
-    pub position: u64,
-    /// The aggregate version after the command.
-    pub version: usize,
-    /// How many events the command appended.
-    pub events: usize,
-    /// True when this command id had already been committed: nothing new was appended,
-    /// and the original outcome is returned.
-    pub duplicate: bool,
-}
-
-impl CommitOutcome {
-    fn replayed(aggregate_id: &str, record: CommitRecord) -> Self {
-        Self {
-            aggregate_id: aggregate_id.to_owned(),
-            position: record.position,
-            version: record.version,
-            events: record.events,
-            duplicate: true,
-        }
-    }
-}
+pub use crate::store::CommitOutcome;
+use crate::store::JetStreamEventStore;
 
 /// How often a conflicting command is retried on fresh state.
 #[derive(Debug, Clone, Copy)]
@@ -77,18 +38,18 @@ pub enum CommandError<E: std::error::Error> {
     /// NATS was unreachable or timed out; the command may or may not have been stored,
     /// and resending it with the same command id is safe.
     #[error("event store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] StoreError),
     /// Stored data could not be read back.
     #[error("event store data is unreadable: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] StoreError),
 }
 
 impl<E: std::error::Error> From<StoreError> for CommandError<E> {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict { .. } => CommandError::Conflict { attempts: 1 },
-            StoreError::Nats(message) => CommandError::Unavailable(message),
-            other => CommandError::Corrupt(other.to_string()),
+            StoreError::Nats(_) => CommandError::Unavailable(error),
+            other => CommandError::Corrupt(other),
         }
     }
 }
@@ -103,8 +64,8 @@ const AGGREGATE_LOCK_STRIPES: usize = 1024;
 /// reserved by hundreds of sagas at once otherwise spends its time on conflict storms.
 /// Across processes the server's sequence check still decides.
 pub struct CommandBus<A: Aggregate> {
-    framework: CqrsFramework<A, JetStreamEventStore<A>>,
     store: JetStreamEventStore<A>,
+    services: A::Services,
     policy: ConflictPolicy,
     aggregate_locks: Box<[tokio::sync::Mutex<()>]>,
 }
@@ -125,8 +86,8 @@ impl<A: Aggregate> CommandBus<A> {
         metrics::counter!("shopstream_command_conflicts_total", "aggregate_type" => A::TYPE)
             .increment(0);
         Self {
-            framework: CqrsFramework::new(store.clone(), Vec::new(), services),
             store,
+            services,
             policy,
             aggregate_locks: (0..AGGREGATE_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -137,6 +98,15 @@ impl<A: Aggregate> CommandBus<A> {
     /// The store under this bus.
     pub fn store(&self) -> &JetStreamEventStore<A> {
         &self.store
+    }
+
+    /// The aggregate's current state, read from the log (not the cache), for a use case
+    /// that must look before it sends a command. A new aggregate is its default state.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the log cannot be read or decoded.
+    pub async fn load(&self, aggregate_id: &str) -> Result<A, StoreError> {
+        Ok(self.store.load_fresh(aggregate_id).await?.into_state())
     }
 
     /// Executes one command, at most once per `metadata.command_id`.
@@ -202,16 +172,7 @@ impl<A: Aggregate> CommandBus<A> {
         let mut state_is_fresh = false;
         let mut attempt = 0;
         loop {
-            let result = OUTCOME
-                .scope(RefCell::new(None), async {
-                    let result = self
-                        .framework
-                        .execute_with_metadata(aggregate_id, command.clone(), map.clone())
-                        .await;
-                    let recorded = OUTCOME.with(|slot| slot.borrow_mut().take());
-                    into_attempt(result, recorded)
-                })
-                .await;
+            let result = self.attempt(aggregate_id, command.clone(), &map).await;
             let stale_if_unchecked = match &result {
                 Err(CommandError::Rejected(_)) => true,
                 Ok(Attempt::Committed(outcome)) => outcome.events == 0,
@@ -272,24 +233,29 @@ impl<A: Aggregate> CommandBus<A> {
     }
 }
 
-/// Turns the framework's result into the bus's, without holding `A::Error` (not `Send`)
-/// across an await.
-fn into_attempt<E: std::error::Error>(
-    result: Result<(), AggregateError<E>>,
-    recorded: Option<CommitOutcome>,
-) -> Result<Attempt, CommandError<E>> {
-    match result {
-        Ok(()) => recorded.map(Attempt::Committed).ok_or_else(|| {
-            CommandError::Corrupt("the store reported no outcome for a committed command".into())
-        }),
-        Err(AggregateError::UserError(error)) => Err(CommandError::Rejected(error)),
-        Err(AggregateError::AggregateConflict) => Ok(Attempt::Conflict),
-        Err(AggregateError::DatabaseConnectionError(error)) => {
-            Err(CommandError::Unavailable(error.to_string()))
+impl<A: Aggregate> CommandBus<A> {
+    /// One load, decide and append, on the cached state if there is one.
+    async fn attempt(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<Attempt, CommandError<A::Error>> {
+        let mut context = self.store.load_context(aggregate_id).await?;
+        let sink = EventSink::default();
+        // `handle` applies each event it emits to the state, which `append` then caches.
+        if let Err(rejection) = context
+            .state_mut()
+            .handle(command, &self.services, &sink)
+            .await
+        {
+            return Err(CommandError::Rejected(rejection));
         }
-        Err(AggregateError::DeserializationError(error))
-        | Err(AggregateError::UnexpectedError(error)) => {
-            Err(CommandError::Corrupt(error.to_string()))
+        let events = sink.collect().await;
+        match self.store.append(events, context, metadata.clone()).await {
+            Ok((_, outcome)) => Ok(Attempt::Committed(outcome)),
+            Err(StoreError::Conflict { .. }) => Ok(Attempt::Conflict),
+            Err(error) => Err(error.into()),
         }
     }
 }

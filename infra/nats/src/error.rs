@@ -10,24 +10,32 @@ pub enum StoreError {
     Conflict { aggregate: String, expected: u64 },
     /// NATS could not be reached, timed out or refused the request.
     #[error("nats: {0}")]
-    Nats(String),
+    Nats(#[source] BoxError),
     /// A stored commit or snapshot could not be decoded.
-    #[error("cannot decode {what}: {reason}")]
-    Decode { what: String, reason: String },
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     /// Command metadata was missing or malformed.
     #[error("bad command metadata: {0}")]
     Metadata(String),
 }
 
+/// The cause of a failure, kept for the operator's log (never shown to a client).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 impl StoreError {
-    pub(crate) fn nats(err: impl std::fmt::Display) -> Self {
-        StoreError::Nats(err.to_string())
+    /// A NATS failure, keeping its cause.
+    pub fn nats(err: impl Into<BoxError>) -> Self {
+        StoreError::Nats(err.into())
     }
 
-    pub(crate) fn decode(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn decode(what: impl Into<String>, reason: impl Into<BoxError>) -> Self {
         StoreError::Decode {
             what: what.into(),
-            reason: reason.to_string(),
+            source: reason.into(),
         }
     }
 

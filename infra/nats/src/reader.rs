@@ -98,13 +98,13 @@ pub async fn read_batch(
     while commits.len() < batch {
         let reply = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
             .await
-            .map_err(|_| StoreError::Nats(format!("direct get on {subject} timed out")))?
-            .ok_or_else(|| StoreError::Nats("reply subscription closed".to_owned()))?;
+            .map_err(|_| StoreError::nats(format!("direct get on {subject} timed out")))?
+            .ok_or_else(|| StoreError::nats("reply subscription closed"))?;
         match reply.status {
             // 204 (EOB) ends a batch; 404 says nothing (more) is stored on this subject.
             Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => break,
             Some(status) if status != StatusCode::OK => {
-                return Err(StoreError::Nats(format!(
+                return Err(StoreError::nats(format!(
                     "direct get on {subject} answered {status}: {}",
                     reply.description.unwrap_or_default()
                 )))

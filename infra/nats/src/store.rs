@@ -18,12 +18,12 @@ use async_nats::HeaderMap;
 use chrono::Utc;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use domain::Upcasting;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, instrument, warn};
 
-use crate::command_bus::{record_outcome, CommitOutcome};
 use crate::envelope::{CommitEnvelope, RecordedCommit};
 use crate::error::StoreError;
 use crate::reader::{read_subject, read_subject_batch, DIRECT_GET_BATCH};
@@ -46,6 +46,34 @@ impl Default for EventStoreConfig {
             snapshot_every: 100,
             cache_capacity: 10_000,
             remembered_commands: 256,
+        }
+    }
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub aggregate_id: String,
+    /// The stream sequence the command committed at (its events' global position);
+    /// for a command that emitted nothing, the aggregate's last position.
+    pub position: u64,
+    /// The aggregate version after the command.
+    pub version: usize,
+    /// How many events the command appended.
+    pub events: usize,
+    /// True when this command id had already been committed: nothing new was appended,
+    /// and the original outcome is returned.
+    pub duplicate: bool,
+}
+
+impl CommitOutcome {
+    pub(crate) fn replayed(aggregate_id: &str, record: CommitRecord) -> Self {
+        Self {
+            aggregate_id: aggregate_id.to_owned(),
+            position: record.position,
+            version: record.version,
+            events: record.events,
+            duplicate: true,
         }
     }
 }
@@ -136,6 +164,16 @@ impl<A: Aggregate> JetStreamAggregateContext<A> {
     /// The loaded state.
     pub fn state(&self) -> &A {
         &self.aggregate
+    }
+
+    /// The loaded state, owned.
+    pub fn into_state(self) -> A {
+        self.aggregate
+    }
+
+    /// The loaded state, for deciding a command on it.
+    pub(crate) fn state_mut(&mut self) -> &mut A {
+        &mut self.aggregate
     }
 
     fn new(aggregate_id: &str) -> Self {
@@ -231,13 +269,30 @@ impl<A: Aggregate> Clone for JetStreamEventStore<A> {
 }
 
 impl<A: Aggregate> JetStreamEventStore<A> {
-    /// A store on a provisioned server (see [`crate::provision`]).
+    /// A store on a provisioned server (see [`crate::provision`]), decoding older events
+    /// through the aggregate's own upcasters.
     ///
     /// # Errors
     /// [`StoreError::Nats`] when the snapshot bucket is missing.
     pub async fn new(
         client: async_nats::Client,
         config: EventStoreConfig,
+    ) -> Result<Self, StoreError>
+    where
+        A: Upcasting,
+    {
+        Self::with_upcasters(client, config, A::upcasters()).await
+    }
+
+    /// A store with an explicit list of upcasters: for aggregates outside the domain, and
+    /// for tests of the upcasting itself.
+    ///
+    /// # Errors
+    /// [`StoreError::Nats`] when the snapshot bucket is missing.
+    pub async fn with_upcasters(
+        client: async_nats::Client,
+        config: EventStoreConfig,
+        upcasters: Vec<Box<dyn EventUpcaster>>,
     ) -> Result<Self, StoreError> {
         let js = jetstream::new(client.clone());
         let snapshots = js
@@ -251,23 +306,12 @@ impl<A: Aggregate> JetStreamEventStore<A> {
                 client,
                 js,
                 snapshots,
-                upcasters: Vec::new(),
+                upcasters,
                 config,
                 cache,
             }),
             aggregate: PhantomData,
         })
-    }
-
-    /// Adds the upcasters that turn older event versions into the current ones on load.
-    ///
-    /// # Panics
-    /// When called after the store was cloned (configure first, then share).
-    pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        Arc::get_mut(&mut self.shared)
-            .expect("upcasters are set before the store is shared")
-            .upcasters = upcasters;
-        self
     }
 
     /// Every commit of one aggregate, oldest first, with positions and metadata.
@@ -381,7 +425,8 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         Ok(found)
     }
 
-    async fn load_context(
+    /// The aggregate as the next command decides on it: the cached state, else the log.
+    pub(crate) async fn load_context(
         &self,
         aggregate_id: &str,
     ) -> Result<JetStreamAggregateContext<A>, StoreError> {
@@ -526,23 +571,26 @@ impl<A: Aggregate> JetStreamEventStore<A> {
         }
     }
 
+    /// Appends a command's events as one commit, expecting the aggregate's last position
+    /// to be the one `context` was loaded at, and returns the events as stored with what
+    /// the commit did. A command that emitted nothing appends nothing.
     #[instrument(name = "append", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %context.aggregate_id, otel.kind = "producer"))]
-    async fn append(
+    pub(crate) async fn append(
         &self,
         events: Vec<A::Event>,
         mut context: JetStreamAggregateContext<A>,
         metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
+    ) -> Result<(Vec<EventEnvelope<A>>, CommitOutcome), StoreError> {
         let aggregate_id = context.aggregate_id.clone();
         if events.is_empty() {
-            record_outcome(CommitOutcome {
+            let outcome = CommitOutcome {
                 aggregate_id,
                 position: context.position,
                 version: context.version,
                 events: 0,
                 duplicate: false,
-            });
-            return Ok(Vec::new());
+            };
+            return Ok((Vec::new(), outcome));
         }
         let mut envelope = CommitEnvelope::new::<A>(
             &aggregate_id,
@@ -636,14 +684,14 @@ impl<A: Aggregate> JetStreamEventStore<A> {
                 self.write_snapshot(&aggregate_id, &folded).await;
             }
         }
-        record_outcome(CommitOutcome {
+        let outcome = CommitOutcome {
             aggregate_id,
             position: ack.sequence,
             version: context.version,
             events: event_count,
             duplicate: ack.duplicate,
-        });
-        Ok(envelopes)
+        };
+        Ok((envelopes, outcome))
     }
 }
 
@@ -723,6 +771,7 @@ impl<A: Aggregate> EventStore<A> for JetStreamEventStore<A> {
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         self.append(events, context, metadata)
             .await
+            .map(|(envelopes, _)| envelopes)
             .map_err(StoreError::into_aggregate_error)
     }
 }

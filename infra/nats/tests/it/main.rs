@@ -11,7 +11,7 @@ mod store;
 mod tally;
 mod upcasting;
 
-use cqrs_es::Aggregate;
+use domain::Upcasting;
 use domain::{Actor, CommandMetadata};
 use infra_nats::{
     provision, CommandBus, ConflictPolicy, EventStoreConfig, JetStreamEventStore, StreamSettings,
@@ -30,7 +30,7 @@ pub async fn provisioned(server: &NatsServer) -> async_nats::Client {
     client
 }
 
-pub async fn store<A: Aggregate>(
+pub async fn store<A: Upcasting>(
     client: &async_nats::Client,
     config: EventStoreConfig,
 ) -> JetStreamEventStore<A> {
@@ -39,7 +39,7 @@ pub async fn store<A: Aggregate>(
         .expect("opening store")
 }
 
-pub async fn bus<A: Aggregate>(
+pub async fn bus<A: Upcasting>(
     client: &async_nats::Client,
     config: EventStoreConfig,
 ) -> CommandBus<A>

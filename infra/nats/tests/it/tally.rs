@@ -41,6 +41,12 @@ impl DomainEvent for TallyEvent {
 #[error("refused")]
 pub struct Refused;
 
+impl domain::Upcasting for Tally {
+    fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
+        Vec::new()
+    }
+}
+
 impl Aggregate for Tally {
     const TYPE: &'static str = "tally";
     type Command = TallyCommand;

@@ -48,10 +48,13 @@ async fn inventory_with_a_legacy_adjustment(
     sku: &str,
     upcasters: Vec<Box<dyn cqrs_es::persist::EventUpcaster>>,
 ) -> (CommandBus<Inventory>, Sku) {
-    let store = JetStreamEventStore::<Inventory>::new(client.clone(), EventStoreConfig::default())
-        .await
-        .unwrap()
-        .with_upcasters(upcasters);
+    let store = JetStreamEventStore::<Inventory>::with_upcasters(
+        client.clone(),
+        EventStoreConfig::default(),
+        upcasters,
+    )
+    .await
+    .unwrap();
     let bus = CommandBus::new(store, (), Default::default());
     let sku = Sku::parse(sku).unwrap();
     let receive = InventoryCommand::ReceiveStock {

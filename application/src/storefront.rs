@@ -40,6 +40,17 @@ pub enum CartError {
     Database(#[from] sqlx::Error),
 }
 
+impl CartError {
+    /// The public code of a refused change; written out, never derived.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CartError::TooManyLines => "TOO_MANY_LINES",
+            CartError::QuantityTooLarge => "QUANTITY_TOO_LARGE",
+            CartError::Database(_) => "DATABASE",
+        }
+    }
+}
+
 /// Carts in PostgreSQL.
 #[derive(Clone)]
 pub struct Carts {

@@ -22,7 +22,7 @@ use cqrs_es::Aggregate;
 use domain::order::Order;
 use tokio::sync::watch;
 
-use crate::graphql::error::ApiError;
+use crate::error::AppError;
 
 /// How often the backlog is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -72,12 +72,12 @@ impl CheckoutAdmission {
         }
     }
 
-    /// Admits a checkout, or refuses it with [`ApiError::Overloaded`].
+    /// Admits a checkout, or refuses it with [`AppError::Overloaded`].
     ///
     /// # Errors
-    /// [`ApiError::Overloaded`] while the saga's oldest unfinished order commit is older
+    /// [`AppError::Overloaded`] while the saga's oldest unfinished order commit is older
     /// than the bound.
-    pub fn admit(&self) -> Result<(), ApiError> {
+    pub fn admit(&self) -> Result<(), AppError> {
         let Some(max_lag) = self.max_lag else {
             return Ok(());
         };
@@ -85,7 +85,7 @@ impl CheckoutAdmission {
         if lag > max_lag {
             metrics::counter!("shopstream_checkouts_refused_total", "reason" => "saga_backlog")
                 .increment(1);
-            return Err(ApiError::Overloaded {
+            return Err(AppError::Overloaded {
                 retry_after: SAMPLE_EVERY.max(lag - max_lag),
             });
         }
