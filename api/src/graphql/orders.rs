@@ -881,8 +881,11 @@ impl OrderMutation {
             )));
         }
         let refund = RefundRequest {
-            idempotency_key: format!("refund-{}", refund_id.0),
-            authorisation_key: saga::keys::provider_key(order_id, "authorise"),
+            idempotency_key: saga::keys::admin_refund_key(refund_id),
+            authorisation_key: saga::keys::provider_key(
+                order_id,
+                saga::keys::ProviderStep::Authorise,
+            ),
             amount,
         };
         if let Err(error) = services.commands.provider.refund(&refund).await {
