@@ -8,7 +8,7 @@ use domain::{
     Actor, CommandMetadata, Currency, CustomerId, Money, OrderId, ProductId, RefundId, Sku,
 };
 use infra_nats::CommitOutcome;
-use saga::keys::{admin_refund_key, provider_key_of as provider_key, ProviderStep};
+use saga::keys::{admin_refund_key, provider_key, ProviderStep};
 use saga::provider::RefundRequest;
 use uuid::Uuid;
 

@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::buses::SagaBuses;
-use crate::keys::{provider_key, step_id, step_metadata};
+use crate::keys::{provider_key, step_id, step_metadata, ProviderStep, SagaStep};
 use crate::parking;
 use crate::provider::{
     AuthoriseRequest, CaptureRequest, PaymentProvider, ProviderError, RefundRequest, VoidOutcome,
@@ -147,7 +147,7 @@ impl SagaDriver {
         &self,
         order_id: OrderId,
         command: SagaCommand,
-        step: &str,
+        step: &SagaStep,
     ) -> Result<CommitOutcome, DriveError> {
         let metadata = step_metadata(order_id, step, order_id.as_uuid());
         let id = order_id.to_string();
@@ -240,23 +240,24 @@ impl SagaDriver {
             let started = Instant::now();
             let stepped = async {
                 let (command, step) = match work {
-                    Work::Reserve(deadline) => (
-                        self.reserve(&run, deadline).await,
-                        "record/reserve".to_owned(),
-                    ),
+                    Work::Reserve(deadline) => {
+                        (self.reserve(&run, deadline).await, SagaStep::RecordReserve)
+                    }
                     Work::Authorise(deadline) => (
                         self.authorise(&run, deadline).await,
-                        "record/authorise".to_owned(),
+                        SagaStep::RecordAuthorise,
                     ),
                     Work::Complete(deadline) => (
                         self.complete(&run, deadline).await,
-                        "record/complete".to_owned(),
+                        SagaStep::RecordComplete,
                     ),
                     // Each compensation round (an operator may start another) records
                     // under its own key.
                     Work::Compensate => (
                         self.compensate(&run).await,
-                        format!("record/compensate/{}", run.compensation_rounds),
+                        SagaStep::RecordCompensate {
+                            round: run.compensation_rounds,
+                        },
                     ),
                 };
                 let outcome = self.record(order_id, command.clone(), &step).await?;
@@ -282,7 +283,7 @@ impl SagaDriver {
     async fn reserve(&self, run: &Run, deadline: DateTime<Utc>) -> SagaCommand {
         let order_id = run.order_id;
         let reservations = run.lines.iter().map(|line| {
-            let step = format!("reserve/{}", line.sku);
+            let step = SagaStep::Reserve(line.sku.clone());
             let command = InventoryCommand::ReserveStock {
                 order_id,
                 quantity: line.quantity,
@@ -310,13 +311,13 @@ impl SagaDriver {
         let marked = self
             .config
             .backoff
-            .until("mark-stock-reserved", deadline, || {
+            .until(SagaStep::MarkStockReserved, deadline, || {
                 send(
                     &self.buses.orders,
                     order_id.to_string(),
                     OrderCommand::MarkStockReserved,
                     order_id,
-                    "mark-stock-reserved",
+                    &SagaStep::MarkStockReserved,
                     |error| order_moved_on(error, OrderStatus::StockReserved),
                 )
             })
@@ -335,7 +336,7 @@ impl SagaDriver {
     async fn authorise(&self, run: &Run, deadline: DateTime<Utc>) -> SagaCommand {
         let order_id = run.order_id;
         let request = AuthoriseRequest {
-            idempotency_key: provider_key(order_id, "authorise"),
+            idempotency_key: provider_key(order_id, ProviderStep::Authorise),
             payment_id: run.payment_id,
             order_id,
             card_token: run.card_token.clone(),
@@ -344,7 +345,7 @@ impl SagaDriver {
         let answer = self
             .config
             .backoff
-            .until("authorise", deadline, || async {
+            .until(ProviderStep::Authorise, deadline, || async {
                 match self.provider.authorise(&request).await {
                     Ok(authorisation) => Ok(Ok(authorisation)),
                     Err(ProviderError::Declined { reason, .. }) => Ok(Err(reason)),
@@ -366,19 +367,19 @@ impl SagaDriver {
                 let recorded = self
                     .config
                     .backoff
-                    .bounded("record-decline", || {
+                    .bounded(SagaStep::RecordDecline, || {
                         send(
                             &self.buses.payments,
                             run.payment_id.to_string(),
                             decline.clone(),
                             order_id,
-                            "record-decline",
+                            &SagaStep::RecordDecline,
                             |error| payment_done_or(error, &[PaymentError::AlreadyDeclined]),
                         )
                     })
                     .await;
                 if let Err(gave_up) = recorded {
-                    warn!(%order_id, error = gave_up.describe("record-decline"), "the decline is not recorded on the payment");
+                    warn!(%order_id, error = gave_up.describe(SagaStep::RecordDecline), "the decline is not recorded on the payment");
                 }
                 return failed(FailedStep::Authorise, format!("payment declined: {reason}"));
             }
@@ -401,13 +402,13 @@ impl SagaDriver {
         let recorded = self
             .config
             .backoff
-            .until("record-authorisation", deadline, || {
+            .until(SagaStep::RecordAuthorisation, deadline, || {
                 send(
                     &self.buses.payments,
                     run.payment_id.to_string(),
                     record.clone(),
                     order_id,
-                    "record-authorisation",
+                    &SagaStep::RecordAuthorisation,
                     |error| payment_done_or(error, &[PaymentError::AlreadyAuthorised]),
                 )
             })
@@ -429,14 +430,14 @@ impl SagaDriver {
     async fn complete(&self, run: &Run, deadline: DateTime<Utc>) -> SagaCommand {
         let order_id = run.order_id;
         let capture = CaptureRequest {
-            idempotency_key: provider_key(order_id, "capture"),
-            authorisation_key: provider_key(order_id, "authorise"),
+            idempotency_key: provider_key(order_id, ProviderStep::Capture),
+            authorisation_key: provider_key(order_id, ProviderStep::Authorise),
             amount: run.amount,
         };
         let captured = self
             .config
             .backoff
-            .until("capture", deadline, || async {
+            .until(ProviderStep::Capture, deadline, || async {
                 self.provider
                     .capture(&capture)
                     .await
@@ -452,13 +453,13 @@ impl SagaDriver {
         let recorded = self
             .config
             .backoff
-            .until("record-capture", deadline, || {
+            .until(SagaStep::RecordCapture, deadline, || {
                 send(
                     &self.buses.payments,
                     run.payment_id.to_string(),
                     PaymentCommand::CapturePayment { amount: run.amount },
                     order_id,
-                    "record-capture",
+                    &SagaStep::RecordCapture,
                     |error| payment_done_or(error, &[PaymentError::AlreadyCaptured]),
                 )
             })
@@ -470,7 +471,7 @@ impl SagaDriver {
             );
         }
         for line in &run.lines {
-            let step = format!("commit/{}", line.sku);
+            let step = SagaStep::Commit(line.sku.clone());
             let committed = self
                 .config
                 .backoff
@@ -497,7 +498,7 @@ impl SagaDriver {
         let confirmed = self
             .config
             .backoff
-            .until("confirm", deadline, || {
+            .until(SagaStep::Confirm, deadline, || {
                 send(
                     &self.buses.orders,
                     order_id.to_string(),
@@ -505,7 +506,7 @@ impl SagaDriver {
                         payment_id: run.payment_id,
                     },
                     order_id,
-                    "confirm",
+                    &SagaStep::Confirm,
                     |error| order_moved_on(error, OrderStatus::Confirmed),
                 )
             })
@@ -551,7 +552,7 @@ impl SagaDriver {
         let round = run.compensation_rounds;
         let refunded = self.settle_payment(run, reason).await?;
         for line in run.lines.iter().rev() {
-            let step = format!("return/{}", line.sku);
+            let step = SagaStep::Return(line.sku.clone());
             backoff
                 .bounded(&step, || {
                     send(
@@ -570,8 +571,8 @@ impl SagaDriver {
                     )
                 })
                 .await
-                .map_err(|gave_up| (step.clone(), gave_up))?;
-            let step = format!("release/{}", line.sku);
+                .map_err(|gave_up| (step.name().into_owned(), gave_up))?;
+            let step = SagaStep::Release(line.sku.clone());
             backoff
                 .bounded(&step, || {
                     send(
@@ -587,20 +588,20 @@ impl SagaDriver {
                     )
                 })
                 .await
-                .map_err(|gave_up| (step.clone(), gave_up))?;
+                .map_err(|gave_up| (step.name().into_owned(), gave_up))?;
         }
         let cancel = OrderCommand::CancelOrder {
             reason: reason.to_owned(),
             by: Canceller::System,
         };
         backoff
-            .bounded("cancel", || {
+            .bounded(SagaStep::Cancel, || {
                 send(
                     &self.buses.orders,
                     order_id.to_string(),
                     cancel.clone(),
                     order_id,
-                    "cancel",
+                    &SagaStep::Cancel,
                     |error| match error {
                         OrderError::AlreadyCancelled => Ok(()),
                         other => Err(Failure::Permanent(format!(
@@ -610,20 +611,20 @@ impl SagaDriver {
                 )
             })
             .await
-            .map_err(|gave_up| ("cancel".to_owned(), gave_up))?;
+            .map_err(|gave_up| (SagaStep::Cancel.name().into_owned(), gave_up))?;
         if refunded {
             let mark = OrderCommand::MarkRefunded {
                 amount: run.amount,
                 reason: reason.to_owned(),
             };
             backoff
-                .bounded("mark-refunded", || {
+                .bounded(SagaStep::MarkRefunded, || {
                     send(
                         &self.buses.orders,
                         order_id.to_string(),
                         mark.clone(),
                         order_id,
-                        "mark-refunded",
+                        &SagaStep::MarkRefunded,
                         |error| match error {
                             OrderError::AlreadyRefunded | OrderError::NotPaid => Ok(()),
                             other => Err(Failure::Permanent(format!(
@@ -633,7 +634,7 @@ impl SagaDriver {
                     )
                 })
                 .await
-                .map_err(|gave_up| ("mark-refunded".to_owned(), gave_up))?;
+                .map_err(|gave_up| (SagaStep::MarkRefunded.name().into_owned(), gave_up))?;
         }
         debug!(%order_id, round, "compensated");
         Ok(())
@@ -645,9 +646,9 @@ impl SagaDriver {
         let order_id = run.order_id;
         let backoff = &self.config.backoff;
         let payment = run.payment_id.to_string();
-        let authorisation_key = provider_key(order_id, "authorise");
+        let authorisation_key = provider_key(order_id, ProviderStep::Authorise);
         let void = VoidRequest {
-            idempotency_key: provider_key(order_id, "void"),
+            idempotency_key: provider_key(order_id, ProviderStep::Void),
             authorisation_key: authorisation_key.clone(),
         };
         // A payment recorded as captured needs a refund; anything else may be held (or
@@ -663,23 +664,23 @@ impl SagaDriver {
             VoidOutcome::AlreadyCaptured
         } else {
             backoff
-                .bounded("void", || async {
+                .bounded(ProviderStep::Void, || async {
                     self.provider.void(&void).await.map_err(provider_failure)
                 })
                 .await
-                .map_err(|gave_up| ("void".to_owned(), gave_up))?
+                .map_err(|gave_up| (ProviderStep::Void.name().to_owned(), gave_up))?
         };
         match voided {
             VoidOutcome::NothingToVoid => Ok(false),
             VoidOutcome::Voided => {
                 backoff
-                    .bounded("record-void", || {
+                    .bounded(SagaStep::RecordVoid, || {
                         send(
                             &self.buses.payments,
                             payment.as_str(),
                             PaymentCommand::VoidPayment,
                             order_id,
-                            "record-void",
+                            &SagaStep::RecordVoid,
                             |error| {
                                 // Nothing recorded (the authorisation came late or the driver
                                 // died before recording it) or already voided: nothing to do.
@@ -691,50 +692,50 @@ impl SagaDriver {
                         )
                     })
                     .await
-                    .map_err(|gave_up| ("record-void".to_owned(), gave_up))?;
+                    .map_err(|gave_up| (SagaStep::RecordVoid.name().into_owned(), gave_up))?;
                 Ok(false)
             }
             VoidOutcome::AlreadyCaptured => {
                 backoff
-                    .bounded("record-capture", || {
+                    .bounded(SagaStep::RecordCapture, || {
                         send(
                             &self.buses.payments,
                             payment.as_str(),
                             PaymentCommand::CapturePayment { amount: run.amount },
                             order_id,
-                            "record-capture",
+                            &SagaStep::RecordCapture,
                             |error| payment_done_or(error, &[PaymentError::AlreadyCaptured]),
                         )
                     })
                     .await
-                    .map_err(|gave_up| ("record-capture".to_owned(), gave_up))?;
+                    .map_err(|gave_up| (SagaStep::RecordCapture.name().into_owned(), gave_up))?;
                 let refund = RefundRequest {
-                    idempotency_key: provider_key(order_id, "refund"),
+                    idempotency_key: provider_key(order_id, ProviderStep::Refund),
                     authorisation_key,
                     amount: run.amount,
                 };
                 backoff
-                    .bounded("refund", || async {
+                    .bounded(SagaStep::Refund, || async {
                         self.provider
                             .refund(&refund)
                             .await
                             .map_err(provider_failure)
                     })
                     .await
-                    .map_err(|gave_up| ("refund".to_owned(), gave_up))?;
+                    .map_err(|gave_up| (SagaStep::Refund.name().into_owned(), gave_up))?;
                 let record = PaymentCommand::RefundPayment {
-                    refund_id: RefundId(step_id(order_id, "refund")),
+                    refund_id: RefundId(step_id(order_id, &SagaStep::Refund)),
                     amount: run.amount,
                     reason: reason.to_owned(),
                 };
                 backoff
-                    .bounded("record-refund", || {
+                    .bounded(SagaStep::RecordRefund, || {
                         send(
                             &self.buses.payments,
                             payment.as_str(),
                             record.clone(),
                             order_id,
-                            "record-refund",
+                            &SagaStep::RecordRefund,
                             |error| {
                                 Err(Failure::Permanent(format!(
                                     "cannot record the refund: {error}"
@@ -743,7 +744,7 @@ impl SagaDriver {
                         )
                     })
                     .await
-                    .map_err(|gave_up| ("record-refund".to_owned(), gave_up))?;
+                    .map_err(|gave_up| (SagaStep::RecordRefund.name().into_owned(), gave_up))?;
                 Ok(true)
             }
         }
@@ -797,7 +798,7 @@ async fn send<A>(
     aggregate_id: impl AsRef<str>,
     command: A::Command,
     order_id: OrderId,
-    step: &str,
+    step: &SagaStep,
     on_rejected: impl Fn(A::Error) -> Result<(), Failure>,
 ) -> Result<(), Failure>
 where

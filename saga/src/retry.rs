@@ -1,6 +1,7 @@
 //! How a step is tried again: forward steps until their phase's deadline, compensations a
 //! bounded number of times; both with exponential backoff, never a hot loop.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -33,8 +34,8 @@ pub enum GaveUp {
 }
 
 impl GaveUp {
-    /// A sentence for the saga's log.
-    pub fn describe(&self, step: &str) -> String {
+    /// A sentence for the saga's log; `step` says what was being done.
+    pub fn describe(&self, step: impl Display) -> String {
         match self {
             GaveUp::Permanent(reason) => reason.clone(),
             GaveUp::TimedOut(None) => format!("{step}: no outcome before the deadline"),
@@ -77,10 +78,10 @@ impl Backoff {
     }
 
     /// Tries `call` until it succeeds, fails for good, or `deadline` passes; each attempt
-    /// is cut off at the deadline.
+    /// is cut off at the deadline. `step` names the step in log lines.
     pub async fn until<T, F, Fut>(
         &self,
-        step: &str,
+        step: impl Display,
         deadline: DateTime<Utc>,
         mut call: F,
     ) -> Result<T, GaveUp>
@@ -100,7 +101,7 @@ impl Backoff {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(Failure::Permanent(reason))) => return Err(GaveUp::Permanent(reason)),
                 Ok(Err(Failure::Transient(error))) => {
-                    warn!(step, attempt, %error, "transient failure, trying again");
+                    warn!(%step, attempt, %error, "transient failure, trying again");
                     let pause = self.pause(attempt);
                     last_error = Some(error);
                     match remaining_after(deadline, pause) {
@@ -112,8 +113,8 @@ impl Backoff {
         }
     }
 
-    /// Tries `call` up to `compensation_attempts` times.
-    pub async fn bounded<T, F, Fut>(&self, step: &str, mut call: F) -> Result<T, GaveUp>
+    /// Tries `call` up to `compensation_attempts` times. `step` names the step in log lines.
+    pub async fn bounded<T, F, Fut>(&self, step: impl Display, mut call: F) -> Result<T, GaveUp>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
@@ -125,7 +126,7 @@ impl Backoff {
                 Ok(value) => return Ok(value),
                 Err(Failure::Permanent(reason)) => return Err(GaveUp::Permanent(reason)),
                 Err(Failure::Transient(error)) => {
-                    warn!(step, attempt, %error, "compensation failed, trying again");
+                    warn!(%step, attempt, %error, "compensation failed, trying again");
                     last_error = error;
                     if attempt < attempts {
                         tokio::time::sleep(self.pause(attempt)).await;

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn, Instrument};
 
 use crate::driver::{DriveError, SagaDriver};
-use crate::keys::{payment_id, step_metadata};
+use crate::keys::{payment_id, step_metadata, SagaStep};
 
 /// How the saga role consumes order events.
 #[derive(Debug, Clone)]
@@ -202,10 +202,7 @@ async fn drive_trigger(
         .headers
         .as_ref()
         .and_then(|h| h.get(headers::EVENT_TYPES))
-        .map(|types| {
-            let types = types.as_str();
-            types.contains("OrderPlaced") || types.contains("OrderCancelled")
-        })
+        .map(|types| may_react_to(types.as_str()))
         // Without the header, decode and see.
         .unwrap_or(true);
     if !relevant {
@@ -261,7 +258,7 @@ async fn react(
             Reaction::Start(start) => {
                 let order_id = start.order_id;
                 match driver
-                    .record(order_id, SagaCommand::Start(start), "start")
+                    .record(order_id, SagaCommand::Start(start), &SagaStep::Start)
                     .await
                 {
                     Ok(_) => {}
@@ -278,7 +275,7 @@ async fn react(
             }
             Reaction::NoteCancellation { order_id, note } => {
                 match driver
-                    .record(order_id, note, &format!("note-cancellation/{position}"))
+                    .record(order_id, note, &SagaStep::NoteCancellation { position })
                     .await
                 {
                     Ok(_) => {}
@@ -291,6 +288,16 @@ async fn react(
         }
     }
     Ok(())
+}
+
+/// Whether a commit whose events have these types (the commit header's comma-separated
+/// list) may hold an event the saga reacts to ([`reaction_to`]): an `OrderPlaced` or an
+/// `OrderCancelled`. Types are compared whole, as the order events name themselves, so
+/// the many commits of other events are acknowledged without being decoded.
+pub fn may_react_to(event_types: &str) -> bool {
+    event_types.split(',').map(str::trim).any(|event_type| {
+        event_type == OrderEvent::PLACED_TYPE || event_type == OrderEvent::CANCELLED_TYPE
+    })
 }
 
 /// What the saga does about an order event, decided without I/O; the live trigger acts
@@ -369,7 +376,7 @@ async fn cancel_unstartable(
         reason: format!("the order cannot be processed: {reason}"),
         by: Canceller::System,
     };
-    let metadata = step_metadata(order_id, "cancel-unstartable", order_id.as_uuid());
+    let metadata = step_metadata(order_id, &SagaStep::CancelUnstartable, order_id.as_uuid());
     match driver
         .buses()
         .orders
@@ -378,5 +385,35 @@ async fn cancel_unstartable(
     {
         Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
         Err(error) => Err(DriveError::Store(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::DomainEvent;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn commits_with_a_placement_or_a_cancellation_may_start_or_note() {
+        assert!(may_react_to("OrderPlaced"));
+        assert!(may_react_to("OrderStockReserved,OrderCancelled"));
+        assert!(may_react_to("OrderCancelled,OrderRefunded"));
+        let cancelled = OrderEvent::OrderCancelled {
+            order_id: OrderId(Uuid::from_u128(1)),
+            reason: "changed my mind".to_owned(),
+            by: Canceller::Customer,
+        };
+        assert!(may_react_to(&cancelled.event_type()));
+    }
+
+    #[test]
+    fn commits_of_other_events_are_passed_over_without_decoding() {
+        assert!(!may_react_to("OrderStockReserved"));
+        assert!(!may_react_to("OrderPaymentAuthorised,OrderConfirmed"));
+        assert!(!may_react_to(""));
+        // Whole names: a type that merely contains `OrderPlaced` is another event.
+        assert!(!may_react_to("OrderPlacedAgain,OrderCancelledNote"));
     }
 }

@@ -382,7 +382,11 @@ async fn two_drivers_on_one_saga_have_every_effect_once() {
         deadline_at: chrono::Utc::now() + chrono::Duration::seconds(5),
     };
     first
-        .record(order, domain::saga::SagaCommand::Start(start), "start")
+        .record(
+            order,
+            domain::saga::SagaCommand::Start(start),
+            &saga::keys::SagaStep::Start,
+        )
         .await
         .unwrap();
     let owner = Owner::Trigger(position);

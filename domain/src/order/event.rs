@@ -92,17 +92,38 @@ pub enum OrderEvent {
     },
 }
 
+/// The type names the events are stored under ([`DomainEvent::event_type`]), for
+/// consumers that route on a commit's event types without decoding it.
+impl OrderEvent {
+    /// The type of [`OrderEvent::OrderPlaced`].
+    pub const PLACED_TYPE: &'static str = "OrderPlaced";
+    /// The type of [`OrderEvent::OrderStockReserved`].
+    pub const STOCK_RESERVED_TYPE: &'static str = "OrderStockReserved";
+    /// The type of [`OrderEvent::OrderPaymentAuthorised`].
+    pub const PAYMENT_AUTHORISED_TYPE: &'static str = "OrderPaymentAuthorised";
+    /// The type of [`OrderEvent::OrderConfirmed`].
+    pub const CONFIRMED_TYPE: &'static str = "OrderConfirmed";
+    /// The type of [`OrderEvent::OrderShipped`].
+    pub const SHIPPED_TYPE: &'static str = "OrderShipped";
+    /// The type of [`OrderEvent::OrderDelivered`].
+    pub const DELIVERED_TYPE: &'static str = "OrderDelivered";
+    /// The type of [`OrderEvent::OrderCancelled`].
+    pub const CANCELLED_TYPE: &'static str = "OrderCancelled";
+    /// The type of [`OrderEvent::OrderRefunded`].
+    pub const REFUNDED_TYPE: &'static str = "OrderRefunded";
+}
+
 impl DomainEvent for OrderEvent {
     fn event_type(&self) -> String {
         let name = match self {
-            OrderEvent::OrderPlaced { .. } => "OrderPlaced",
-            OrderEvent::OrderStockReserved { .. } => "OrderStockReserved",
-            OrderEvent::OrderPaymentAuthorised { .. } => "OrderPaymentAuthorised",
-            OrderEvent::OrderConfirmed { .. } => "OrderConfirmed",
-            OrderEvent::OrderShipped { .. } => "OrderShipped",
-            OrderEvent::OrderDelivered { .. } => "OrderDelivered",
-            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
-            OrderEvent::OrderRefunded { .. } => "OrderRefunded",
+            OrderEvent::OrderPlaced { .. } => Self::PLACED_TYPE,
+            OrderEvent::OrderStockReserved { .. } => Self::STOCK_RESERVED_TYPE,
+            OrderEvent::OrderPaymentAuthorised { .. } => Self::PAYMENT_AUTHORISED_TYPE,
+            OrderEvent::OrderConfirmed { .. } => Self::CONFIRMED_TYPE,
+            OrderEvent::OrderShipped { .. } => Self::SHIPPED_TYPE,
+            OrderEvent::OrderDelivered { .. } => Self::DELIVERED_TYPE,
+            OrderEvent::OrderCancelled { .. } => Self::CANCELLED_TYPE,
+            OrderEvent::OrderRefunded { .. } => Self::REFUNDED_TYPE,
         };
         name.to_owned()
     }
