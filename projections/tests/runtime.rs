@@ -15,7 +15,7 @@ use domain::inventory::{Inventory, InventoryEvent};
 use futures::StreamExt;
 use infra_nats::subjects::aggregate_subject;
 use infra_nats::{provision, StreamSettings};
-use projections::dead_letters::{self, Action, DeadLetterFilter, ParkedSequence};
+use projections::dead_letters::{self, Action, DeadLetterFilter, DeadLetterStatus, ParkedSequence};
 use projections::fixtures;
 use projections::runtime::replay::{self, Selection};
 use projections::runtime::{rebuild, Projector, ProjectorConfig, RebuildOptions, RetryPolicy};
@@ -489,7 +489,7 @@ async fn discard_drops_a_parked_sequence_without_applying_it() {
     let discarded = dead_letters::list(
         &harness.db.pool,
         &DeadLetterFilter {
-            status: Some("discarded".into()),
+            status: Some(DeadLetterStatus::Discarded),
             ..DeadLetterFilter::default()
         },
         10,

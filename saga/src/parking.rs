@@ -2,8 +2,11 @@
 //! (consumer `saga`), next to the projectors' entries, so operators find every stuck
 //! thing in one place.
 
-use domain::saga::Run;
-use projections::runtime::fingerprint;
+use cqrs_es::Aggregate;
+use domain::saga::{OrderSaga, Run};
+use projections::dead_letters::store::{self, NewDeadLetter, Resolution};
+use projections::dead_letters::ParkedSequence;
+use projections::DeliveryMode;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -26,35 +29,22 @@ pub async fn park(
     let position = i64::try_from(position).unwrap_or(i64::MAX);
     let message = format!("compensation step `{step}` keeps failing: {error}");
     let payload = serde_json::to_vec(run).unwrap_or_default();
+    let sequence = sequence(&run.order_id.to_string());
     let mut tx = pool.begin().await?;
     // An earlier round's entry for the same saga is replaced by this one.
-    sqlx::query(
-        "UPDATE dead_letters SET status = 'superseded', resolved_at = now()
-          WHERE consumer = $1 AND aggregate_type = 'order_saga' AND aggregate_id = $2
-            AND status = 'parked' AND position < $3",
-    )
-    .bind(CONSUMER)
-    .bind(run.order_id.to_string())
-    .bind(position)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO dead_letters
-             (id, consumer, position, aggregate_type, aggregate_id, blocked_by, error,
-              error_fingerprint, attempts, mode, payload)
-         SELECT $1, $2, $3, 'order_saga', $4, NULL, $5, $6, 1, 'live', $7
-         WHERE NOT EXISTS (
-             SELECT 1 FROM dead_letters WHERE consumer = $2 AND position = $3)",
-    )
-    .bind(Uuid::new_v4())
-    .bind(CONSUMER)
-    .bind(position)
-    .bind(run.order_id.to_string())
-    .bind(&message)
-    .bind(fingerprint(&message))
-    .bind(payload)
-    .execute(&mut *tx)
-    .await?;
+    store::supersede_before(&mut tx, &sequence, position).await?;
+    let entry = NewDeadLetter {
+        consumer: &sequence.consumer,
+        position,
+        aggregate_type: &sequence.aggregate_type,
+        aggregate_id: &sequence.aggregate_id,
+        blocked_by: None,
+        error: &message,
+        attempts: 1,
+        mode: DeliveryMode::Live,
+        payload: &payload,
+    };
+    store::park_once(&mut tx, &entry).await?;
     tx.commit().await
 }
 
@@ -71,25 +61,18 @@ pub async fn resolve(
     reason: &str,
     outcome: &str,
 ) -> Result<(), sqlx::Error> {
+    let sequence = sequence(order_id);
     let mut tx = pool.begin().await?;
-    let positions: Vec<i64> = sqlx::query_scalar(
-        "UPDATE dead_letters SET status = 'applied', resolved_at = now()
-          WHERE consumer = $1 AND aggregate_type = 'order_saga' AND aggregate_id = $2
-            AND status = 'parked'
-         RETURNING position",
-    )
-    .bind(CONSUMER)
-    .bind(order_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let positions = store::resolve_sequence(&mut tx, &sequence, Resolution::Applied).await?;
     sqlx::query(
         "INSERT INTO dead_letter_actions
              (id, consumer, aggregate_type, aggregate_id, action, actor, reason, outcome, positions)
-         VALUES ($1, $2, 'order_saga', $3, $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(Uuid::new_v4())
-    .bind(CONSUMER)
-    .bind(order_id)
+    .bind(&sequence.consumer)
+    .bind(&sequence.aggregate_type)
+    .bind(&sequence.aggregate_id)
     .bind(action)
     .bind(actor)
     .bind(reason)
@@ -98,4 +81,13 @@ pub async fn resolve(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// The queue entries of one order's saga.
+fn sequence(order_id: &str) -> ParkedSequence {
+    ParkedSequence {
+        consumer: CONSUMER.to_owned(),
+        aggregate_type: OrderSaga::TYPE.to_owned(),
+        aggregate_id: order_id.to_owned(),
+    }
 }

@@ -26,6 +26,7 @@ use infra_nats::subjects::{aggregate_type_filter, EVENTS_STREAM};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::sink::{to_i64, to_u64, BatchError, Incoming, RetryPolicy, Sink, Target};
+use crate::dead_letters;
 use crate::projection::{DeliveryMode, Projection};
 
 /// How a rebuild runs.
@@ -410,13 +411,7 @@ async fn prepare_schema(
         .bind(consumer)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE public.dead_letters SET status = 'superseded', resolved_at = now()
-          WHERE consumer = $1 AND status = 'parked'",
-    )
-    .bind(consumer)
-    .execute(&mut *tx)
-    .await?;
+    dead_letters::store::supersede(&mut tx, consumer).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -473,20 +468,8 @@ async fn finish_switch(
     .execute(&mut *conn)
     .await?;
     // The live queue described the old tables; the rebuild's describes the new ones.
-    sqlx::query(
-        "UPDATE public.dead_letters SET status = 'superseded', resolved_at = now()
-          WHERE consumer = $1 AND status = 'parked'",
-    )
-    .bind(name)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE public.dead_letters SET consumer = $1 WHERE consumer = $2 AND status = 'parked'",
-    )
-    .bind(name)
-    .bind(rebuild_consumer(name))
-    .execute(&mut *conn)
-    .await?;
+    dead_letters::store::supersede(conn, name).await?;
+    dead_letters::store::hand_over(conn, &rebuild_consumer(name), name).await?;
     tx.commit().await?;
     tracing::info!(projection = name, position, "rebuilt read model is live");
     Ok(())

@@ -31,6 +31,7 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::sink::{to_i64, to_u64};
+use crate::dead_letters;
 use crate::projection::{Delivery, DeliveryMode, Projection};
 
 /// The target name of the saga's replay mode.
@@ -420,17 +421,11 @@ pub async fn apply_chunk(
         });
     }
     // Per parked aggregate, its head: commits from there on wait in the queue.
-    let parked: HashMap<(String, String), u64> = sqlx::query_as::<_, (String, String, i64)>(
-        "SELECT aggregate_type, aggregate_id, min(position) FROM public.dead_letters
-          WHERE consumer = $1 AND status = 'parked'
-          GROUP BY aggregate_type, aggregate_id",
-    )
-    .bind(name)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|(kind, id, head)| ((kind, id), to_u64(head)))
-    .collect();
+    let parked: HashMap<(String, String), u64> = dead_letters::store::parked_heads(&mut *tx, name)
+        .await?
+        .into_iter()
+        .map(|(kind, id, head)| ((kind, id), to_u64(head)))
+        .collect();
     let consumed = projection.aggregate_types();
     let mut skipped_parked = 0;
     let mut deliveries = Vec::with_capacity(commits.len());

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use infra_nats::subjects::parse_aggregate_subject;
 use infra_nats::{RecordedCommit, RemoteTrace};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
-use super::failure::{fingerprint, is_transient, is_transient_sql};
+use super::failure::{is_transient, is_transient_sql};
 use super::set_schema;
+use crate::dead_letters;
 use crate::projection::{ApplyError, Delivery, DeliveryMode, Projection};
 
 /// One message of the `EVENTS` stream as the runtime received it, before decoding.
@@ -172,14 +172,7 @@ impl Sink {
         .bind(target.projection.version())
         .fetch_one(&pool)
         .await?;
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT aggregate_type, aggregate_id, min(position) FROM public.dead_letters
-             WHERE consumer = $1 AND status = 'parked'
-             GROUP BY aggregate_type, aggregate_id",
-        )
-        .bind(&target.consumer)
-        .fetch_all(&pool)
-        .await?;
+        let rows = dead_letters::store::parked_heads(&pool, &target.consumer).await?;
         let parked = rows
             .into_iter()
             .map(|(aggregate_type, aggregate_id, head)| {
@@ -454,7 +447,7 @@ impl ParkedCommit {
             position: message.position,
             key,
             blocked_by: Some(head),
-            error: format!("parked behind position {head} of the same aggregate"),
+            error: dead_letters::store::parked_behind(to_i64(head)),
             attempts: 0,
             payload: message.payload.clone(),
         }
@@ -466,25 +459,18 @@ impl ParkedCommit {
         consumer: &str,
         mode: DeliveryMode,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO public.dead_letters (id, consumer, position, aggregate_type, aggregate_id,
-                 blocked_by, error, error_fingerprint, attempts, mode, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(consumer)
-        .bind(to_i64(self.position))
-        .bind(&self.key.aggregate_type)
-        .bind(&self.key.aggregate_id)
-        .bind(self.blocked_by.map(to_i64))
-        .bind(&self.error)
-        .bind(fingerprint(&self.error))
-        .bind(i32::try_from(self.attempts).unwrap_or(i32::MAX))
-        .bind(mode.as_str())
-        .bind(self.payload.as_ref())
-        .execute(conn)
-        .await?;
-        Ok(())
+        let entry = dead_letters::store::NewDeadLetter {
+            consumer,
+            position: to_i64(self.position),
+            aggregate_type: &self.key.aggregate_type,
+            aggregate_id: &self.key.aggregate_id,
+            blocked_by: self.blocked_by.map(to_i64),
+            error: &self.error,
+            attempts: i32::try_from(self.attempts).unwrap_or(i32::MAX),
+            mode,
+            payload: &self.payload,
+        };
+        dead_letters::store::park(conn, &entry).await
     }
 }
 

@@ -23,6 +23,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use super::rebuild::{quoted, replay_to_live, Scratch};
 use super::{RebuildError, RebuildOptions, RebuildProgress};
+use crate::dead_letters;
 use crate::projection::Projection;
 
 /// The schema a verification of `schema` recomputes into.
@@ -267,12 +268,6 @@ async fn clean_up(conn: &mut PgConnection, scratch: &Scratch) -> Result<(), Rebu
         .bind(&scratch.consumer)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "UPDATE public.dead_letters SET status = 'superseded', resolved_at = now()
-          WHERE consumer = $1 AND status = 'parked'",
-    )
-    .bind(&scratch.consumer)
-    .execute(&mut *conn)
-    .await?;
+    dead_letters::store::supersede(conn, &scratch.consumer).await?;
     Ok(())
 }

@@ -13,6 +13,8 @@
 //! Each action runs in one transaction that holds the consumer's position row (the live
 //! projector waits), writes an action record (who, when, why, what happened) and bumps
 //! the consumer's epoch so the live projector reloads which aggregates are parked.
+//!
+//! [`store`] is the one writer of the table; [`DeadLetterStatus`] spells its statuses.
 
 use std::sync::Arc;
 
@@ -23,7 +25,17 @@ use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::projection::{Delivery, DeliveryMode, Projection};
-use crate::runtime::{fingerprint, set_schema};
+use crate::runtime::set_schema;
+
+mod status;
+pub mod store;
+
+pub use status::{DeadLetterStatus, UnknownStatus};
+use store::Resolution;
+
+/// Spelled into the SQL text rather than bound: the table's partial indexes are on
+/// `status = 'parked'`, and only a literal lets every plan use them.
+const PARKED: &str = DeadLetterStatus::Parked.as_str();
 
 /// One parked commit.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -40,7 +52,8 @@ pub struct DeadLetter {
     pub attempts: i32,
     pub mode: String,
     pub parked_at: DateTime<Utc>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DeadLetterStatus,
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
@@ -53,8 +66,8 @@ pub struct DeadLetterFilter {
     pub fingerprint: Option<String>,
     /// Only entries whose error contains this text.
     pub error_contains: Option<String>,
-    /// `parked` when `None`.
-    pub status: Option<String>,
+    /// [`DeadLetterStatus::Parked`] when `None`.
+    pub status: Option<DeadLetterStatus>,
 }
 
 /// Parked sequences whose head failed with one error fingerprint.
@@ -133,7 +146,7 @@ pub async fn list(
             AND ($2::text IS NULL OR aggregate_type = $2)
             AND ($3::text IS NULL OR aggregate_id = $3)
             AND ($4::text IS NULL OR error_fingerprint = $4)
-            AND status = coalesce($5, 'parked')
+            AND status = $5
             AND ($7::text IS NULL OR strpos(error, $7) > 0)
           ORDER BY consumer, position
           LIMIT $6",
@@ -142,7 +155,7 @@ pub async fn list(
     .bind(&filter.aggregate_type)
     .bind(&filter.aggregate_id)
     .bind(&filter.fingerprint)
-    .bind(&filter.status)
+    .bind(filter.status.unwrap_or(DeadLetterStatus::Parked).as_str())
     .bind(limit)
     .bind(&filter.error_contains)
     .fetch_all(pool)
@@ -178,7 +191,7 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<Option<(DeadLetter, Vec<u8>
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn groups(pool: &PgPool) -> Result<Vec<DeadLetterGroup>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "SELECT h.error_fingerprint,
                 count(DISTINCT (h.consumer, h.aggregate_type, h.aggregate_id)) AS sequences,
                 count(*) AS commits,
@@ -187,11 +200,11 @@ pub async fn groups(pool: &PgPool) -> Result<Vec<DeadLetterGroup>, sqlx::Error> 
            FROM public.dead_letters h
            JOIN public.dead_letters d
              ON d.consumer = h.consumer AND d.aggregate_type = h.aggregate_type
-            AND d.aggregate_id = h.aggregate_id AND d.status = 'parked'
-          WHERE h.status = 'parked' AND h.blocked_by IS NULL
+            AND d.aggregate_id = h.aggregate_id AND d.status = '{PARKED}'
+          WHERE h.status = '{PARKED}' AND h.blocked_by IS NULL
           GROUP BY h.error_fingerprint
-          ORDER BY sequences DESC, h.error_fingerprint",
-    )
+          ORDER BY sequences DESC, h.error_fingerprint"
+    ))
     .fetch_all(pool)
     .await
 }
@@ -201,9 +214,9 @@ pub async fn groups(pool: &PgPool) -> Result<Vec<DeadLetterGroup>, sqlx::Error> 
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn parked_count(pool: &PgPool, consumer: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM public.dead_letters WHERE consumer = $1 AND status = 'parked'",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM public.dead_letters WHERE consumer = $1 AND status = '{PARKED}'"
+    ))
     .bind(consumer)
     .fetch_one(pool)
     .await
@@ -302,12 +315,12 @@ pub async fn act(
         .bind(&sequence.consumer)
         .execute(&mut *tx)
         .await?;
-    let entries: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
+    let entries: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(&format!(
         "SELECT id, position, payload FROM public.dead_letters
           WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3
-            AND status = 'parked'
-          ORDER BY position FOR UPDATE",
-    )
+            AND status = '{PARKED}'
+          ORDER BY position FOR UPDATE"
+    ))
     .bind(&sequence.consumer)
     .bind(&sequence.aggregate_type)
     .bind(&sequence.aggregate_id)
@@ -329,14 +342,14 @@ pub async fn act(
     let to_apply: &[(Uuid, i64, Vec<u8>)] = match action {
         Action::Discard => {
             for (id, position, _) in &entries {
-                resolve(&mut tx, *id, "discarded").await?;
+                store::resolve(&mut tx, *id, Resolution::Discarded).await?;
                 outcome.dropped.push(*position);
             }
             &[]
         }
         Action::Skip => {
             let (id, position, _) = &entries[0];
-            resolve(&mut tx, *id, "skipped").await?;
+            store::resolve(&mut tx, *id, Resolution::Skipped).await?;
             outcome.dropped.push(*position);
             &entries[1..]
         }
@@ -347,33 +360,14 @@ pub async fn act(
         let applied = apply_one(&mut tx, &**projection, *position, payload).await?;
         match applied {
             Ok(()) => {
-                resolve(&mut tx, *id, "applied").await?;
+                store::resolve(&mut tx, *id, Resolution::Applied).await?;
                 outcome.applied.push(*position);
             }
             Err(error) => {
                 // The new head: the ones after it now wait behind it.
-                sqlx::query(
-                    "UPDATE public.dead_letters
-                        SET blocked_by = NULL, error = $2, error_fingerprint = $3,
-                            attempts = attempts + 1
-                      WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&error)
-                .bind(fingerprint(&error))
-                .execute(&mut *tx)
-                .await?;
+                store::make_head(&mut tx, *id, &error).await?;
                 let behind: Vec<Uuid> = to_apply[index + 1..].iter().map(|e| e.0).collect();
-                sqlx::query(
-                    "UPDATE public.dead_letters
-                        SET blocked_by = $2,
-                            error = 'parked behind position ' || $2 || ' of the same aggregate'
-                      WHERE id = ANY($1)",
-                )
-                .bind(&behind)
-                .bind(position)
-                .execute(&mut *tx)
-                .await?;
+                store::park_behind(&mut tx, &behind, *position).await?;
                 outcome.still_parked = to_apply[index..].iter().map(|e| e.1).collect();
                 outcome.error = Some(error);
                 break;
@@ -443,15 +437,6 @@ async fn apply_one(
     }
 }
 
-async fn resolve(conn: &mut PgConnection, id: Uuid, status: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE public.dead_letters SET status = $2, resolved_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(status)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// One entry as `dlq show` presents it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetterDetail {
@@ -497,7 +482,7 @@ pub async fn detail(pool: &PgPool, id: Uuid) -> Result<DeadLetterDetail, DeadLet
     .bind(entry.parked_at)
     .fetch_one(pool)
     .await?;
-    let behind = if entry.status == "parked" {
+    let behind = if entry.status == DeadLetterStatus::Parked {
         list(
             pool,
             &DeadLetterFilter {
@@ -515,8 +500,8 @@ pub async fn detail(pool: &PgPool, id: Uuid) -> Result<DeadLetterDetail, DeadLet
     } else {
         Vec::new()
     };
-    let last_failure_at = match (&entry.status[..], last_retry) {
-        ("parked", Some(at)) => at,
+    let last_failure_at = match (entry.status, last_retry) {
+        (DeadLetterStatus::Parked, Some(at)) => at,
         _ => entry.parked_at,
     };
     Ok(DeadLetterDetail {
@@ -556,30 +541,32 @@ pub async fn preview(
     pool: &PgPool,
     selector: &SequenceSelector,
 ) -> Result<BulkPreview, sqlx::Error> {
-    const HEADS: &str = "WITH heads AS (
+    let heads = format!(
+        "WITH heads AS (
             SELECT consumer, aggregate_type, aggregate_id FROM public.dead_letters
-             WHERE status = 'parked' AND blocked_by IS NULL
+             WHERE status = '{PARKED}' AND blocked_by IS NULL
                AND ($1::text IS NULL OR consumer = $1)
-               AND ($2::text IS NULL OR error_fingerprint = $2))";
+               AND ($2::text IS NULL OR error_fingerprint = $2))"
+    );
     let (sequences, commits): (i64, i64) = sqlx::query_as(&format!(
-        "{HEADS}
+        "{heads}
          SELECT (SELECT count(*) FROM heads),
                 (SELECT count(*) FROM public.dead_letters d JOIN heads h
-                  USING (consumer, aggregate_type, aggregate_id) WHERE d.status = 'parked')"
+                  USING (consumer, aggregate_type, aggregate_id) WHERE d.status = '{PARKED}')"
     ))
     .bind(&selector.consumer)
     .bind(&selector.fingerprint)
     .fetch_one(pool)
     .await?;
     let consumers = sqlx::query_as(&format!(
-        "{HEADS} SELECT consumer, count(*) FROM heads GROUP BY 1 ORDER BY 1"
+        "{heads} SELECT consumer, count(*) FROM heads GROUP BY 1 ORDER BY 1"
     ))
     .bind(&selector.consumer)
     .bind(&selector.fingerprint)
     .fetch_all(pool)
     .await?;
     let aggregate_types = sqlx::query_as(&format!(
-        "{HEADS} SELECT aggregate_type, count(*) FROM heads GROUP BY 1 ORDER BY 1"
+        "{heads} SELECT aggregate_type, count(*) FROM heads GROUP BY 1 ORDER BY 1"
     ))
     .bind(&selector.consumer)
     .bind(&selector.fingerprint)
@@ -605,17 +592,17 @@ pub async fn sequences_page(
     after: Option<&ParkedSequence>,
     limit: i64,
 ) -> Result<Vec<ParkedSequence>, sqlx::Error> {
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
+    let rows: Vec<(String, String, String)> = sqlx::query_as(&format!(
         "SELECT consumer, aggregate_type, aggregate_id FROM public.dead_letters
-          WHERE status = 'parked' AND blocked_by IS NULL
+          WHERE status = '{PARKED}' AND blocked_by IS NULL
             AND ($1::text IS NULL OR consumer = $1)
             AND ($2::text IS NULL OR error_fingerprint = $2)
             AND ($3::text IS NULL
                  OR (consumer, aggregate_type, aggregate_id) > ($3, $4::text, $5::text))
           GROUP BY consumer, aggregate_type, aggregate_id
           ORDER BY consumer, aggregate_type, aggregate_id
-          LIMIT $6",
-    )
+          LIMIT $6"
+    ))
     .bind(&selector.consumer)
     .bind(&selector.fingerprint)
     .bind(after.map(|a| &a.consumer))
