@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod error_code;
 pub mod ids;
 pub mod inventory;
 pub mod metadata;
@@ -18,6 +19,7 @@ pub mod product;
 pub mod saga;
 mod text;
 
+pub use error_code::ErrorCode;
 pub use ids::{CustomerId, OrderId, PaymentId, ProductId, RefundId, Sku, SkuError};
 pub use metadata::{Actor, CommandMetadata};
 pub use money::{Currency, Money, MoneyError};

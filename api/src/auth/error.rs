@@ -62,6 +62,24 @@ impl AuthError {
         }
     }
 
+    /// The code of this error in a payload's `userErrors`: the client's contract,
+    /// spelled out so that renaming a variant cannot change it. The edge sends only the
+    /// codes of errors the caller can fix; the others are listed to keep the match total.
+    pub fn user_error_code(&self) -> &'static str {
+        match self {
+            AuthError::InvalidEmail => "INVALID_EMAIL",
+            AuthError::WeakPassword { .. } => "WEAK_PASSWORD",
+            AuthError::PasswordTooLong { .. } => "PASSWORD_TOO_LONG",
+            AuthError::EmailTaken => "EMAIL_TAKEN",
+            AuthError::InvalidCredentials => "INVALID_CREDENTIALS",
+            AuthError::InvalidToken(_) => "INVALID_TOKEN",
+            AuthError::InvalidLifetime => "INVALID_LIFETIME",
+            AuthError::WeakSecret => "WEAK_SECRET",
+            AuthError::Database(_) => "DATABASE",
+            AuthError::Hashing(_) => "HASHING",
+        }
+    }
+
     pub(crate) fn weak_password() -> Self {
         AuthError::WeakPassword {
             min: MIN_PASSWORD_CHARS,

@@ -285,8 +285,8 @@ fn auth_user_error(error: AuthError) -> Result<UserError, ApiError> {
         other => other.to_string(),
     };
     Ok(if field.is_empty() {
-        UserError::general(&super::outcome::code_of(&error), message)
+        UserError::general(error.user_error_code(), message)
     } else {
-        UserError::on(field, &super::outcome::code_of(&error), message)
+        UserError::on(field, error.user_error_code(), message)
     })
 }

@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use domain::ErrorCode;
 
 use super::context::ContextExt;
 use super::error::ApiError;
@@ -207,11 +208,7 @@ async fn change(ctx: &Context<'_>, change: CartChange<'_>) -> async_graphql::Res
         }),
         Err(error @ (CartError::TooManyLines | CartError::QuantityTooLarge)) => Ok(CartPayload {
             cart: None,
-            user_errors: vec![UserError::on(
-                &["lines"],
-                &super::outcome::code_of(&error),
-                error.to_string(),
-            )],
+            user_errors: vec![UserError::on(&["lines"], error.code(), error.to_string())],
         }),
         Err(CartError::Database(error)) => Err(ApiError::from(error).into()),
     }

@@ -876,7 +876,7 @@ impl OrderMutation {
         }) {
             return Ok(OrderPayload::rejected(UserError::on(
                 &["amount"],
-                &super::outcome::code_of(&error),
+                domain::ErrorCode::code(&error),
                 error.to_string(),
             )));
         }
