@@ -33,7 +33,9 @@ pub async fn livez() -> &'static str {
 pub async fn readyz(AxumState(deps): AxumState<Dependencies>) -> (StatusCode, Json<Value>) {
     let nats = match deps.nats.connection_state() {
         State::Connected => Ok(()),
-        other => Err(format!("{other:?}").to_lowercase()),
+        // Spelled out, not taken from `Debug`: the reason is part of the `/readyz` body.
+        State::Pending => Err("pending".to_owned()),
+        State::Disconnected => Err("disconnected".to_owned()),
     };
     let postgres = match tokio::time::timeout(
         CHECK_TIMEOUT,

@@ -65,8 +65,6 @@ pub enum Refusal {
     NothingToRefund,
     /// The payment provider refused the request for good.
     ProviderRefused,
-    /// A product command would take a SKU another product owns.
-    SkuTaken,
     /// A new variant's SKU is not a valid SKU.
     InvalidSku,
 }
@@ -84,7 +82,6 @@ impl Refusal {
             Refusal::NotRefundable => "NOT_REFUNDABLE",
             Refusal::NothingToRefund => "NOTHING_TO_REFUND",
             Refusal::ProviderRefused => "PROVIDER_REFUSED",
-            Refusal::SkuTaken => "SKU_TAKEN",
             Refusal::InvalidSku => "INVALID_SKU",
         }
     }
@@ -198,10 +195,11 @@ pub fn product_committed(
     field: &[&str],
 ) -> UseCaseResult<CommitOutcome> {
     match result {
-        Err(ProductCommandError::SkuTaken { sku, .. }) => Ok(Err(Rejection::refusal(
+        // The owner is not named: the caller learns the SKU is taken, nothing more.
+        Err(ProductCommandError::SkuTaken(taken)) => Ok(Err(Rejection::on(
             field,
-            Refusal::SkuTaken,
-            format!("SKU {sku} belongs to another product"),
+            taken.code(),
+            format!("SKU {} belongs to another product", taken.sku),
         ))),
         Err(ProductCommandError::Command(error)) => committed(Err(error), field),
         Ok(outcome) => Ok(Ok(outcome)),
@@ -224,7 +222,6 @@ mod tests {
             (Refusal::NotRefundable, "NOT_REFUNDABLE"),
             (Refusal::NothingToRefund, "NOTHING_TO_REFUND"),
             (Refusal::ProviderRefused, "PROVIDER_REFUSED"),
-            (Refusal::SkuTaken, "SKU_TAKEN"),
             (Refusal::InvalidSku, "INVALID_SKU"),
         ];
         for (refusal, code) in all {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::ErrorCode;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -40,9 +41,10 @@ pub enum CartError {
     Database(#[from] sqlx::Error),
 }
 
-impl CartError {
-    /// The public code of a refused change; written out, never derived.
-    pub fn code(&self) -> &'static str {
+/// The codes of the refusals are the client's contract (`userErrors { code }`). The
+/// database's code is never sent: the edge reports that failure as an error.
+impl ErrorCode for CartError {
+    fn code(&self) -> &'static str {
         match self {
             CartError::TooManyLines => "TOO_MANY_LINES",
             CartError::QuantityTooLarge => "QUANTITY_TOO_LARGE",
@@ -325,6 +327,18 @@ mod tests {
         assert_eq!(after, vec![line("CAP", 5), line("TEE", 3)]);
         let after = apply_change(after, CartChange::Remove(&["TEE".to_owned()])).unwrap();
         assert_eq!(after, vec![line("CAP", 5)]);
+    }
+
+    #[test]
+    fn cart_errors_keep_their_codes() {
+        let codes = [
+            (CartError::TooManyLines, "TOO_MANY_LINES"),
+            (CartError::QuantityTooLarge, "QUANTITY_TOO_LARGE"),
+            (CartError::Database(sqlx::Error::PoolTimedOut), "DATABASE"),
+        ];
+        for (error, code) in codes {
+            assert_eq!(error.code(), code, "{error:?}");
+        }
     }
 
     #[test]

@@ -62,8 +62,9 @@ impl AuthError {
         }
     }
 
-    /// The `userErrors` code of an error the caller can fix (temporary: see the
-    /// error-codes branch).
+    /// The code of this error in a payload's `userErrors`: the client's contract,
+    /// spelled out so that renaming a variant cannot change it. The edge sends only the
+    /// codes of errors the caller can fix; the others are listed to keep the match total.
     pub fn user_error_code(&self) -> &'static str {
         match self {
             AuthError::InvalidEmail => "INVALID_EMAIL",

@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use domain::ErrorCode;
 
 use super::context::ContextExt;
 use super::error::ApiError;

@@ -97,7 +97,7 @@ pub struct StockMovement {
 impl From<Movement> for StockMovement {
     fn from(movement: Movement) -> Self {
         StockMovement {
-            kind: format!("{:?}", movement.kind).to_lowercase(),
+            kind: movement.kind.as_str().to_owned(),
             quantity: movement.quantity,
             on_hand_change: movement.on_hand_change,
             reserved_change: movement.reserved_change,

@@ -97,6 +97,19 @@ pub enum DeadLetterActionKind {
     Discard,
 }
 
+impl DeadLetterActionKind {
+    /// The action's name in the audit log's arguments, which operators read back; it is
+    /// the spelling recorded so far (the variant's name), written out so that renaming a
+    /// variant cannot change the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterActionKind::Retry => "Retry",
+            DeadLetterActionKind::Skip => "Skip",
+            DeadLetterActionKind::Discard => "Discard",
+        }
+    }
+}
+
 /// An action on the parked sequence holding one dead letter.
 #[derive(Debug, InputObject)]
 pub struct DeadLetterActInput {
@@ -148,7 +161,7 @@ impl OperationsMutation {
                         action: "refused:deadLetterAct",
                         target_type: Some("dead_letter"),
                         target_id: Some(input.id.as_str()),
-                        arguments: json!({ "action": format!("{:?}", input.action) }),
+                        arguments: json!({ "action": input.action.as_str() }),
                     },
                 )
                 .await
@@ -228,5 +241,22 @@ impl OperationsMutation {
                 .into_iter()
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_keep_their_audit_names() {
+        let names = [
+            (DeadLetterActionKind::Retry, "Retry"),
+            (DeadLetterActionKind::Skip, "Skip"),
+            (DeadLetterActionKind::Discard, "Discard"),
+        ];
+        for (action, name) in names {
+            assert_eq!(action.as_str(), name);
+        }
     }
 }

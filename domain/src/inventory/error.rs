@@ -1,5 +1,6 @@
 //! Why an inventory command was rejected.
 
+use crate::error_code::ErrorCode;
 use crate::ids::{OrderId, Sku};
 
 /// A broken inventory rule.
@@ -71,4 +72,23 @@ pub enum InventoryError {
         /// The order.
         order_id: OrderId,
     },
+}
+
+impl ErrorCode for InventoryError {
+    fn code(&self) -> &'static str {
+        match self {
+            InventoryError::SkuMismatch { .. } => "SKU_MISMATCH",
+            InventoryError::ZeroQuantity => "ZERO_QUANTITY",
+            InventoryError::EmptyReference => "EMPTY_REFERENCE",
+            InventoryError::ZeroDelta => "ZERO_DELTA",
+            InventoryError::MissingReason => "MISSING_REASON",
+            InventoryError::NegativeStock { .. } => "NEGATIVE_STOCK",
+            InventoryError::BelowReserved { .. } => "BELOW_RESERVED",
+            InventoryError::Overflow => "OVERFLOW",
+            InventoryError::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
+            InventoryError::ReservationEnded { .. } => "RESERVATION_ENDED",
+            InventoryError::NoReservation { .. } => "NO_RESERVATION",
+            InventoryError::NotCommitted { .. } => "NOT_COMMITTED",
+        }
+    }
 }

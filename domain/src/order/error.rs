@@ -1,6 +1,7 @@
 //! Why an order command was rejected.
 
 use super::OrderStatus;
+use crate::error_code::ErrorCode;
 use crate::ids::Sku;
 use crate::money::{Currency, Money};
 
@@ -97,4 +98,32 @@ pub enum OrderError {
         /// The order total.
         total: Money,
     },
+}
+
+impl ErrorCode for OrderError {
+    fn code(&self) -> &'static str {
+        match self {
+            OrderError::NotPlaced => "NOT_PLACED",
+            OrderError::AlreadyPlaced => "ALREADY_PLACED",
+            OrderError::NoLines => "NO_LINES",
+            OrderError::ZeroQuantity { .. } => "ZERO_QUANTITY",
+            OrderError::NonPositivePrice { .. } => "NON_POSITIVE_PRICE",
+            OrderError::CurrencyMismatch { .. } => "CURRENCY_MISMATCH",
+            OrderError::DuplicateSku { .. } => "DUPLICATE_SKU",
+            OrderError::MissingPaymentToken => "MISSING_PAYMENT_TOKEN",
+            OrderError::IncompleteAddress { .. } => "INCOMPLETE_ADDRESS",
+            OrderError::AmountOverflow => "AMOUNT_OVERFLOW",
+            OrderError::EmptyCarrier => "EMPTY_CARRIER",
+            OrderError::EmptyTracking => "EMPTY_TRACKING",
+            OrderError::EmptyReason => "EMPTY_REASON",
+            OrderError::InvalidTransition { .. } => "INVALID_TRANSITION",
+            OrderError::AlreadyShipped => "ALREADY_SHIPPED",
+            OrderError::AlreadyCancelled => "ALREADY_CANCELLED",
+            OrderError::OtherPayment => "OTHER_PAYMENT",
+            OrderError::AlreadyRefunded => "ALREADY_REFUNDED",
+            OrderError::NotPaid => "NOT_PAID",
+            OrderError::NonPositiveRefund => "NON_POSITIVE_REFUND",
+            OrderError::RefundExceedsTotal { .. } => "REFUND_EXCEEDS_TOTAL",
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Why a payment command was rejected.
 
+use crate::error_code::ErrorCode;
 use crate::money::{Currency, Money};
 
 /// A broken payment rule.
@@ -59,4 +60,24 @@ pub enum PaymentError {
         /// Captured minus already refunded.
         refundable: Money,
     },
+}
+
+impl ErrorCode for PaymentError {
+    fn code(&self) -> &'static str {
+        match self {
+            PaymentError::NotFound => "NOT_FOUND",
+            PaymentError::AlreadyAuthorised => "ALREADY_AUTHORISED",
+            PaymentError::AlreadyDeclined => "ALREADY_DECLINED",
+            PaymentError::AlreadyCaptured => "ALREADY_CAPTURED",
+            PaymentError::AlreadyVoided => "ALREADY_VOIDED",
+            PaymentError::NotCaptured => "NOT_CAPTURED",
+            PaymentError::NonPositiveAmount => "NON_POSITIVE_AMOUNT",
+            PaymentError::CurrencyMismatch { .. } => "CURRENCY_MISMATCH",
+            PaymentError::EmptyProviderReference => "EMPTY_PROVIDER_REFERENCE",
+            PaymentError::EmptyCardToken => "EMPTY_CARD_TOKEN",
+            PaymentError::EmptyReason => "EMPTY_REASON",
+            PaymentError::CaptureExceedsAuthorised { .. } => "CAPTURE_EXCEEDS_AUTHORISED",
+            PaymentError::RefundExceedsCaptured { .. } => "REFUND_EXCEEDS_CAPTURED",
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Why a product command was rejected.
 
+use crate::error_code::ErrorCode;
 use crate::ids::Sku;
 use crate::money::Currency;
 
@@ -68,4 +69,24 @@ pub enum ProductError {
     /// Publishing needs at least one active variant.
     #[error("a product without active variants cannot be published")]
     NoActiveVariant,
+}
+
+impl ErrorCode for ProductError {
+    fn code(&self) -> &'static str {
+        match self {
+            ProductError::NotFound => "NOT_FOUND",
+            ProductError::AlreadyExists => "ALREADY_EXISTS",
+            ProductError::EmptyName => "EMPTY_NAME",
+            ProductError::EmptyCategory => "EMPTY_CATEGORY",
+            ProductError::NoVariants => "NO_VARIANTS",
+            ProductError::EmptyVariantName { .. } => "EMPTY_VARIANT_NAME",
+            ProductError::NonPositivePrice { .. } => "NON_POSITIVE_PRICE",
+            ProductError::CurrencyMismatch { .. } => "CURRENCY_MISMATCH",
+            ProductError::DuplicateSku { .. } => "DUPLICATE_SKU",
+            ProductError::UnknownVariant { .. } => "UNKNOWN_VARIANT",
+            ProductError::VariantRetired { .. } => "VARIANT_RETIRED",
+            ProductError::LastActiveVariant { .. } => "LAST_ACTIVE_VARIANT",
+            ProductError::NoActiveVariant => "NO_ACTIVE_VARIANT",
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Why the saga refused to record something.
 
 use super::OperatorAction;
+use crate::error_code::ErrorCode;
 
 /// A broken saga rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,4 +32,18 @@ pub enum SagaError {
         /// The saga's phase.
         phase: &'static str,
     },
+}
+
+impl ErrorCode for SagaError {
+    fn code(&self) -> &'static str {
+        match self {
+            SagaError::NotStarted => "NOT_STARTED",
+            SagaError::NoLines => "NO_LINES",
+            SagaError::NonPositiveAmount => "NON_POSITIVE_AMOUNT",
+            SagaError::MissingCardToken => "MISSING_CARD_TOKEN",
+            SagaError::MissingReference => "MISSING_REFERENCE",
+            SagaError::MissingReason => "MISSING_REASON",
+            SagaError::InterventionNotAllowed { .. } => "INTERVENTION_NOT_ALLOWED",
+        }
+    }
 }

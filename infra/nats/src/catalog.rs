@@ -6,7 +6,7 @@
 //! the aggregate rejects the command.
 
 use domain::product::{Product, ProductCommand, ProductError};
-use domain::{CommandMetadata, ProductId};
+use domain::{CommandMetadata, ErrorCode, ProductId};
 use tracing::warn;
 
 use crate::command_bus::{CommandBus, CommandError, CommitOutcome};
@@ -16,10 +16,28 @@ use crate::sku_registry::{SkuRegistry, SkuReservationError};
 #[derive(Debug, thiserror::Error)]
 pub enum ProductCommandError {
     /// Another product already holds one of the command's SKUs. Nothing was appended.
-    #[error("SKU {sku} already belongs to product {owner}")]
-    SkuTaken { sku: String, owner: String },
+    #[error(transparent)]
+    SkuTaken(SkuTaken),
     #[error(transparent)]
     Command(#[from] CommandError<ProductError>),
+}
+
+/// A SKU the command introduces already belongs to another product: a catalog-wide
+/// rule no single product can check, so it is refused here rather than by the aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SKU {sku} already belongs to product {owner}")]
+pub struct SkuTaken {
+    /// The SKU asked for.
+    pub sku: String,
+    /// The product that holds it.
+    pub owner: String,
+}
+
+/// The code is the client's contract, spelled out like the domain's own rejections.
+impl ErrorCode for SkuTaken {
+    fn code(&self) -> &'static str {
+        "SKU_TAKEN"
+    }
 }
 
 /// Runs product commands, keeping SKUs unique across the catalog.
@@ -61,7 +79,7 @@ impl ProductCommands {
         let reserved_now = match self.skus.reserve_all(&skus, &owner).await {
             Ok(reserved_now) => reserved_now,
             Err(SkuReservationError::Taken { sku, owner }) => {
-                return Err(ProductCommandError::SkuTaken { sku, owner })
+                return Err(ProductCommandError::SkuTaken(SkuTaken { sku, owner }))
             }
             Err(SkuReservationError::Store(error)) => return Err(CommandError::from(error).into()),
         };
@@ -74,5 +92,19 @@ impl ProductCommands {
             }
         }
         Ok(result?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_sku_keeps_its_code() {
+        let taken = SkuTaken {
+            sku: "MUG-1".to_owned(),
+            owner: "another product".to_owned(),
+        };
+        assert_eq!(taken.code(), "SKU_TAKEN");
     }
 }

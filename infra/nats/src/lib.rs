@@ -21,7 +21,7 @@ mod store;
 pub mod subjects;
 pub mod trace_context;
 
-pub use catalog::{ProductCommandError, ProductCommands};
+pub use catalog::{ProductCommandError, ProductCommands, SkuTaken};
 pub use command_bus::{CommandBus, CommandError, CommitOutcome, ConflictPolicy};
 pub use envelope::{CommitEnvelope, RecordedCommit, StoredEvent};
 pub use error::StoreError;

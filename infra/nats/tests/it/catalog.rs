@@ -1,7 +1,7 @@
 use domain::product::{NewVariant, Product, ProductCommand, ProductError};
 use domain::{Currency, Money, ProductId, Sku};
 use infra_nats::{
-    CommandError, EventStoreConfig, ProductCommandError, ProductCommands, SkuRegistry,
+    CommandError, EventStoreConfig, ProductCommandError, ProductCommands, SkuRegistry, SkuTaken,
 };
 use testkit::NatsServer;
 
@@ -54,7 +54,7 @@ async fn a_sku_sold_by_one_product_cannot_be_created_by_another() {
         )
         .await;
     assert!(
-        matches!(clash, Err(ProductCommandError::SkuTaken { ref sku, ref owner }) if sku == "MUG-1" && *owner == first.to_string()),
+        matches!(clash, Err(ProductCommandError::SkuTaken(SkuTaken { ref sku, ref owner })) if sku == "MUG-1" && *owner == first.to_string()),
         "{clash:?}"
     );
     assert!(catalog
