@@ -6,7 +6,6 @@ pub mod api_role;
 pub mod auditing;
 pub mod cli_auth;
 pub mod health;
-pub mod loadgen;
 pub mod projecting;
 pub mod replaying;
 pub mod saga_role;

@@ -8,7 +8,6 @@ use serde_json::json;
 use shopstream::auditing::AuditCommand;
 use shopstream::cli_auth::{self, Caller, Gate, Login};
 use shopstream::health::HealthSettings;
-use shopstream::loadgen::{LoadgenCommand, LoadgenSubcommand};
 use shopstream::projecting;
 use shopstream::replaying::{self, ReplayArgs};
 use shopstream::saga_role::{self, SagaAction, SagaSettings};
@@ -115,10 +114,6 @@ enum Command {
     /// Replays: list them, abandon an unfinished one.
     #[command(subcommand)]
     Replays(ReplaysCommand),
-    /// Drive shopping traffic through the GraphQL API at a fixed rate and print
-    /// throughput and latency percentiles per operation; `loadgen check` then checks the
-    /// invariants against the record of acknowledged requests.
-    Loadgen(LoadgenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -397,10 +392,6 @@ impl Command {
                 | DlqCommand::Discard(DlqAction { settings, .. }),
             ) => settings,
             Command::Audit(audit) => audit.settings(),
-            Command::Loadgen(LoadgenCommand { check, .. }) => match check {
-                Some(LoadgenSubcommand::Check(args)) => &args.settings,
-                None => return None,
-            },
             Command::Replay { settings, .. }
             | Command::Replays(
                 ReplaysCommand::List { settings, .. } | ReplaysCommand::Abandon { settings, .. },
@@ -428,9 +419,6 @@ impl Command {
             | Command::Migrate(_)
             | Command::Project { .. }
             | Command::Saga { .. } => return None,
-            // A client of the API with its own credentials, and a checker that reads and
-            // changes nothing: test tools, like `schema`, not operator commands.
-            Command::Loadgen(_) => return None,
             Command::Projections(ProjectionsCommand::Status { .. }) => {
                 Gate::operator("projections status", json!({}))
             }
@@ -693,25 +681,6 @@ async fn run(command: Command, caller: Option<&Caller>) -> anyhow::Result<()> {
         Command::Replays(ReplaysCommand::Abandon { id, settings }) => {
             replaying::replays_abandon(&settings, id).await
         }
-        Command::Loadgen(LoadgenCommand { check, run }) => match check {
-            Some(LoadgenSubcommand::Check(args)) => {
-                if !shopstream::loadgen::check(&args).await? {
-                    // An invariant failed: a distinct exit code, as `projections verify`.
-                    std::process::exit(2);
-                }
-                Ok(())
-            }
-            None => {
-                let json = run.json;
-                let summary = shopstream::loadgen::run(run).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&summary)?);
-                } else {
-                    print!("{}", summary.table());
-                }
-                Ok(())
-            }
-        },
     }
 }
 
