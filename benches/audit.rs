@@ -52,7 +52,7 @@ use projections::fixtures;
 use projections::runtime::{Projector, ProjectorConfig, RetryPolicy};
 use shopstream::projecting::{dlq_bulk, BulkAction};
 use shopstream::replaying::{replay, ReplayArgs};
-use shopstream::Settings;
+use shopstream::{Connections, Settings};
 use sqlx::PgPool;
 use testkit::{NatsServer, TestDatabase};
 use uuid::Uuid;
@@ -358,7 +358,8 @@ async fn replay_section(
         json: false,
     };
     let meter = Meter::start()?;
-    let code = replay(&env.settings, args, ACTOR).await?;
+    // Connects lazily, inside the measured run, as the command does.
+    let code = replay(&Connections::new(env.settings.clone()), args, ACTOR).await?;
     let measured = meter.stop()?;
     if code != 0 {
         bail!("the replay ended with exit code {code}");
@@ -645,7 +646,7 @@ async fn dlq_section(
     eprintln!("dlq: shopstream dlq retry --all -f");
     let meter = Meter::start()?;
     dlq_bulk(
-        &env.settings,
+        &Connections::new(env.settings.clone()),
         BulkAction {
             selector: SequenceSelector::default(),
             action: Action::Retry,

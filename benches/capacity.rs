@@ -8,7 +8,7 @@
 //!   always`, R3).
 //!
 //! Each gets a private PostgreSQL and the roles of docker-compose.yml as processes:
-//! `serve` ×2, `project` ×1, `saga` ×2. `shopstream loadgen` offers checkouts only
+//! `serve` ×2, `project` ×1, `saga` ×2. `shopstream-loadgen` offers checkouts only
 //! (`--mix checkout=1`, good cards) at rising rates, one step after the other; after
 //! each step the bench waits until every acknowledged order is terminal. Per step it
 //! reports the acknowledgement latency of `orderPlace` (as the client saw it), the
@@ -44,7 +44,7 @@ use infra_nats::subjects::{headers, EVENTS_STREAM};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use system::{env_or, Deployment, ADMIN_EMAIL, ADMIN_PASSWORD, BIN};
+use system::{env_or, Deployment, ADMIN_EMAIL, ADMIN_PASSWORD};
 use testkit::{NatsCluster, NatsServer, NatsServerOptions, PostgresServer};
 use uuid::Uuid;
 
@@ -295,17 +295,16 @@ async fn events_stream(js: &jetstream::Context) -> anyhow::Result<stream::State>
     Ok(stream.info().await?.state.clone())
 }
 
-/// One `shopstream loadgen` run of checkouts only; its JSON summary.
+/// One `shopstream-loadgen` run of checkouts only; its JSON summary.
 async fn loadgen(
     deployment: &Deployment,
     rate: f64,
     seconds: u64,
     setup: bool,
 ) -> anyhow::Result<Value> {
-    let mut command = tokio::process::Command::new(BIN);
+    let mut command = tokio::process::Command::new(system::loadgen());
     command
         .args([
-            "loadgen",
             "--url",
             &deployment.graphql_urls(),
             "--rate",
@@ -331,7 +330,7 @@ async fn loadgen(
     let output = command
         .output()
         .await
-        .context("running shopstream loadgen")?;
+        .context("running shopstream-loadgen")?;
     if !output.status.success() {
         bail!(
             "loadgen failed: {}",

@@ -4,7 +4,7 @@
 //!
 //! It starts a three-node NATS cluster on loopback ports (streams R3, `sync_interval:
 //! always`), a private PostgreSQL, and the roles replicated: `serve` ×2, `project` ×2,
-//! `saga` ×2. `shopstream loadgen` drives shopping traffic through both APIs while a
+//! `saga` ×2. `shopstream-loadgen` drives shopping traffic through both APIs while a
 //! fault is injected every `FAULT_INTERVAL_SECS`, cycling through:
 //!
 //! - SIGKILL of each role in turn (an API, a projector, a saga replica), restarted a
@@ -13,7 +13,7 @@
 //! - PostgreSQL crashed (SIGKILL of every server process) and started again;
 //! - SIGSTOP of a saga replica past its ack wait, then SIGCONT.
 //!
-//! When the load ends, every role is brought back and `shopstream loadgen check
+//! When the load ends, every role is brought back and `shopstream-loadgen check
 //! --verify-read-models` checks: no acknowledged order lost, every order terminal, no
 //! oversold or stranded stock, payments balance, no duplicate notification, every read
 //! model equal to the log. It exits non-zero when any invariant fails.
@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use system::{env_or, Deployment, ADMIN_EMAIL, ADMIN_PASSWORD, BIN};
+use system::{env_or, Deployment, ADMIN_EMAIL, ADMIN_PASSWORD};
 use testkit::{NatsCluster, PostgresServer};
 
 const ACK_WAIT_MS: u64 = 3_000;
@@ -85,9 +85,9 @@ async fn main() -> anyhow::Result<()> {
 
     let record = work.path().join("record.jsonl");
     let loadgen_out = work.path().join("loadgen.out");
-    let mut loadgen = Command::new(BIN)
+    let loadgen_bin = system::loadgen();
+    let mut loadgen = Command::new(&loadgen_bin)
         .args([
-            "loadgen",
             "--url",
             &urls,
             "--rate",
@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         .stdout(std::fs::File::create(&loadgen_out)?)
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting shopstream loadgen")?;
+        .context("starting shopstream-loadgen")?;
     // Faults start once the catalog is set up and traffic is acknowledged.
     let setup_deadline = Instant::now() + Duration::from_secs(120);
     while record_lines(&record) < 20 {
@@ -187,9 +187,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let (check_code, check_output) = system::run(
+    let (check_code, check_output) = system::run_binary(
+        &loadgen_bin,
         &[
-            "loadgen",
             "check",
             "--record",
             record.to_str().context("a UTF-8 temporary path")?,

@@ -2,7 +2,7 @@
 # End-to-end capacity (issue 7), in one command: the whole system as separate processes
 # (serve x2, project x1, saga x2) on one nats-server and then on a three-node cluster
 # (R3), each with a private PostgreSQL; checkouts offered at rising rates through
-# `shopstream loadgen`; orders/s to confirmation and placement-to-confirmation
+# `shopstream-loadgen`; orders/s to confirmation and placement-to-confirmation
 # percentiles per step, against raw JetStream publish on the same servers.
 #
 #   bash scripts/capacity.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fault suite (issue 7), in one command: a three-node NATS cluster, a private
 # PostgreSQL and every role replicated, as separate processes on this machine, under
-# load from `shopstream loadgen`, while roles, NATS nodes and PostgreSQL are killed,
-# restarted and paused; then `shopstream loadgen check --verify-read-models` checks the
+# load from `shopstream-loadgen`, while roles, NATS nodes and PostgreSQL are killed,
+# restarted and paused; then `shopstream-loadgen check --verify-read-models` checks the
 # invariants against the load generator's record. Exits non-zero when one fails.
 #
 #   bash scripts/fault-suite.sh                          # 60 s of load at 60 requests/s

@@ -7,10 +7,10 @@
 #
 # Starts its own nats-server, database and shopstream roles (serve, project, saga) from a
 # release build on free ports (rate limits off), sets up a catalog through the API, runs
-# `shopstream loadgen`, then `shopstream loadgen check` on its record, and prints both.
+# `shopstream-loadgen`, then `shopstream-loadgen check` on its record, and prints both.
 # Exits with the checker's code (2 when an invariant failed). Bounded: the load runs
 # LOAD_SECONDS, the checker waits at most SETTLE_SECONDS for orders to settle.
-# SHOPSTREAM_BIN runs a binary built already instead of building one.
+# SHOPSTREAM_BIN and LOADGEN_BIN run binaries built already instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh >/dev/null
@@ -23,11 +23,14 @@ PRODUCTS="${PRODUCTS:-40}"
 STOCK="${STOCK:-5000}"
 SEED="${SEED:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-if [ -n "${SHOPSTREAM_BIN:-}" ]; then
-  BIN="$SHOPSTREAM_BIN"   # a binary built already (skips the release build)
+if [ -n "${SHOPSTREAM_BIN:-}" ] && [ -n "${LOADGEN_BIN:-}" ]; then
+  BIN="$SHOPSTREAM_BIN"   # binaries built already (skips the release build)
+  LOADGEN="$LOADGEN_BIN"
 else
-  cargo build --release --locked --bin shopstream >/dev/null
-  BIN="$CARGO_TARGET_DIR/release/shopstream"
+  cargo build --release --locked -p shopstream -p shopstream-loadgen \
+    --bin shopstream --bin shopstream-loadgen >/dev/null
+  BIN="${SHOPSTREAM_BIN:-$CARGO_TARGET_DIR/release/shopstream}"
+  LOADGEN="${LOADGEN_BIN:-$CARGO_TARGET_DIR/release/shopstream-loadgen}"
 fi
 
 WORK="$(mktemp -d)"
@@ -67,10 +70,10 @@ SHOPSTREAM_PASSWORD="$LOADGEN_ADMIN_PASSWORD" "$BIN" accounts create --email "$L
 echo "nats-server $(nats-server --version | awk '{print $NF}'), PostgreSQL $(psql -tA -h 127.0.0.1 -U postgres -c 'SHOW server_version' postgres | cut -d' ' -f1), $(nproc) cores"
 MIX_ARGS=()
 if [ -n "${MIX:-}" ]; then MIX_ARGS=(--mix "$MIX"); fi
-"$BIN" loadgen --url "http://$HTTP_ADDR/graphql" --rate "$RATE" --duration "${LOAD_SECONDS}s" \
+"$LOADGEN" --url "http://$HTTP_ADDR/graphql" --rate "$RATE" --duration "${LOAD_SECONDS}s" \
   --setup --products "$PRODUCTS" --stock "$STOCK" --seed "$SEED" "${MIX_ARGS[@]}" \
   --record "$WORK/record.jsonl"
 echo
 status=0
-"$BIN" loadgen check --record "$WORK/record.jsonl" --settle-timeout "${SETTLE_SECONDS}s" || status=$?
+"$LOADGEN" check --record "$WORK/record.jsonl" --settle-timeout "${SETTLE_SECONDS}s" || status=$?
 exit "$status"

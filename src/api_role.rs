@@ -1,5 +1,6 @@
-//! The API role's wiring: accounts, the command buses, read-model positions and the
-//! GraphQL schema with its limits; and the `accounts` operator command.
+//! The API role (`shopstream serve`) and its wiring: accounts, the command buses,
+//! read-model positions and the GraphQL schema with its limits; and the commands about
+//! the API: `accounts create` and `schema`.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,10 +13,96 @@ use api::graphql::{build_schema, GraphqlConfig, SchemaLimits, Services};
 use api::limits::{RateLimitConfig, RateLimits};
 use application::storefront::{Carts, IdempotencyKeys};
 use application::{CheckoutAdmission, Shop};
+use clap::{Args, Subcommand};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::{connect_database, migrate_all, ApiMode, ApiSettings, Settings};
+use crate::cli::{CliCommand, SUCCESS};
+use crate::cli_auth::Caller;
+use crate::{ApiMode, ApiSettings, Application, Connections, Settings};
+
+/// `shopstream serve`: the API role.
+#[derive(Debug, Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(flatten)]
+    pub api: ApiSettings,
+}
+
+impl CliCommand for ServeCommand {
+    fn settings(&self) -> Option<&Settings> {
+        Some(&self.settings)
+    }
+
+    fn role(&self) -> &'static str {
+        "api"
+    }
+
+    /// Builds the [`Application`] (it connects on its own) and serves until signalled.
+    async fn run(self, _: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        let app = Application::build(&self.settings, &self.api).await?;
+        crate::run_until_signalled(self.settings.shutdown_timeout(), |stopping| {
+            app.run_until_stopped(stopping)
+        })
+        .await?;
+        Ok(SUCCESS)
+    }
+}
+
+/// `shopstream accounts ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        /// The email it signs in with.
+        #[arg(long)]
+        email: String,
+        /// Its password (at least 8 characters).
+        #[arg(long, env = "SHOPSTREAM_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// customer, admin, auditor or operator.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+impl CliCommand for AccountsCommand {
+    fn settings(&self) -> Option<&Settings> {
+        match self {
+            AccountsCommand::Create { settings, .. } => Some(settings),
+        }
+    }
+
+    async fn run(self, conns: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        match self {
+            AccountsCommand::Create {
+                email,
+                password,
+                role,
+                ..
+            } => create_account(conns, &email, &password, &role).await?,
+        }
+        Ok(SUCCESS)
+    }
+}
+
+/// `shopstream schema`: prints the GraphQL schema (SDL); connects to nothing.
+#[derive(Debug, Args)]
+pub struct SchemaCommand {}
+
+impl CliCommand for SchemaCommand {
+    fn settings(&self) -> Option<&Settings> {
+        None
+    }
+
+    async fn run(self, _: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        print!("{}", api::graphql::sdl());
+        Ok(SUCCESS)
+    }
+}
 
 /// The GraphQL routes with everything behind them.
 ///
@@ -133,16 +220,15 @@ fn accounts(api_settings: &ApiSettings, db: PgPool) -> anyhow::Result<Accounts> 
 /// # Errors
 /// A bad email, password or role, a taken email, or PostgreSQL unreachable.
 pub async fn create_account(
-    settings: &Settings,
+    conns: &Connections,
     email: &str,
     password: &str,
     role: &str,
 ) -> anyhow::Result<()> {
     let role = Role::from_str(role)
         .map_err(|_| anyhow::anyhow!("--role must be customer, admin, auditor or operator"))?;
-    let db = connect_database(&settings.database_url).await?;
-    migrate_all(&db).await?;
-    let account = cli_accounts(db)?
+    let db = conns.db().await?;
+    let account = cli_accounts(db.clone())?
         .create(email, password, role)
         .await
         .with_context(|| format!("creating {role} account {email}"))?;

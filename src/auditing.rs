@@ -1,7 +1,8 @@
 //! `shopstream audit`: the auditor's tools on the command line. Verify the hash chain,
 //! read an aggregate's history, rebuild its state as of a past point, and list who
 //! looked at what. Every command records who ran it in `audit.access_log` first; who
-//! that is comes from the caller's CLI session (`crate::cli_auth`), checked in `main`.
+//! that is comes from the caller's CLI session (`crate::cli_auth`), checked against
+//! [`AuditCommand`]'s gate before it runs.
 
 use std::io::Write;
 
@@ -14,7 +15,9 @@ use projections::orders::OrderAsOf;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::Settings;
+use crate::cli::{actor, CliCommand};
+use crate::cli_auth::{Caller, Gate};
+use crate::{Connections, Settings};
 
 /// The exit code of `audit verify` when it found damage.
 pub const DAMAGE_FOUND: i32 = 2;
@@ -121,18 +124,29 @@ impl BoundArgs {
     }
 }
 
-impl AuditCommand {
-    /// The connection settings of the command.
-    pub fn settings(&self) -> &Settings {
+impl CliCommand for AuditCommand {
+    fn settings(&self) -> Option<&Settings> {
         match self {
             AuditCommand::Verify { settings, .. }
             | AuditCommand::History { settings, .. }
             | AuditCommand::State { settings, .. }
             | AuditCommand::OrderView { settings, .. }
-            | AuditCommand::Access { settings, .. } => settings,
+            | AuditCommand::Access { settings, .. } => Some(settings),
         }
     }
 
+    /// Every audit subcommand, including any added later, is an auditor's.
+    fn gate(&self) -> Option<Gate> {
+        let (command, arguments) = self.describe();
+        Some(Gate::auditor(command, arguments))
+    }
+
+    async fn run(self, conns: &Connections, caller: Option<&Caller>) -> anyhow::Result<i32> {
+        run(self, conns, actor(caller)?).await
+    }
+}
+
+impl AuditCommand {
     /// The command as typed, such as `audit history`, and its arguments as JSON (for
     /// the record of a refusal).
     pub fn describe(&self) -> (String, serde_json::Value) {
@@ -186,21 +200,19 @@ impl AuditCommand {
 /// # Errors
 /// When NATS or PostgreSQL cannot be reached, the aggregate type is unknown, the
 /// aggregate has no events, or the bound is outside its history.
-pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
-    let settings = command.settings();
-    let db = crate::connect_database(&settings.database_url).await?;
-    crate::migrate_all(&db).await?;
+pub async fn run(command: AuditCommand, conns: &Connections, actor: &str) -> anyhow::Result<i32> {
+    let db = conns.db().await?;
     match command {
         AuditCommand::Verify {
             aggregate_type,
             json,
-            settings,
+            ..
         } => {
             if let Some(t) = &aggregate_type {
                 audit::check_type(t)?;
             }
             log_access(
-                &db,
+                db,
                 actor,
                 "verify",
                 aggregate_type.as_deref(),
@@ -208,8 +220,7 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
                 json!({ "type": aggregate_type }),
             )
             .await?;
-            let nats = crate::connect_nats(&settings).await?;
-            let js = async_nats::jetstream::new(nats);
+            let js = async_nats::jetstream::new(conns.nats().await?.clone());
             let report = audit::verify(&js, aggregate_type.as_deref())
                 .await
                 .context("verifying the log")?;
@@ -222,11 +233,11 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
             after_version,
             limit,
             json,
-            settings,
+            ..
         } => {
             audit::check_type(&aggregate_type)?;
             log_access(
-                &db,
+                db,
                 actor,
                 "history",
                 Some(&aggregate_type),
@@ -234,9 +245,9 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
                 json!({ "after_version": after_version, "limit": limit }),
             )
             .await?;
-            let nats = crate::connect_nats(&settings).await?;
+            let nats = conns.nats().await?;
             let page =
-                audit::history(&nats, &aggregate_type, &aggregate_id, after_version, limit).await?;
+                audit::history(nats, &aggregate_type, &aggregate_id, after_version, limit).await?;
             print_history(&page, json)?;
             Ok(0)
         }
@@ -245,13 +256,13 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
             aggregate_id,
             bound,
             json,
-            settings,
+            ..
         } => {
             audit::check_type(&aggregate_type)?;
             let arguments = bound.to_json();
             let bound = bound.bound()?;
             log_access(
-                &db,
+                db,
                 actor,
                 "state",
                 Some(&aggregate_type),
@@ -259,8 +270,8 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
                 arguments,
             )
             .await?;
-            let nats = crate::connect_nats(&settings).await?;
-            let state = audit::state_at(&nats, &aggregate_type, &aggregate_id, bound).await?;
+            let nats = conns.nats().await?;
+            let state = audit::state_at(nats, &aggregate_type, &aggregate_id, bound).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&state)?);
             } else {
@@ -278,11 +289,11 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
             order_id,
             position,
             json,
-            settings,
+            ..
         } => {
             let order_id = parse_order_id(&order_id)?;
             log_access(
-                &db,
+                db,
                 actor,
                 "order_as_of",
                 Some("order"),
@@ -290,9 +301,8 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
                 json!({ "position": position }),
             )
             .await?;
-            let nats = crate::connect_nats(&settings).await?;
-            let js = async_nats::jetstream::new(nats);
-            let view = projections::orders::order_as_of(&db, &js, order_id, position).await?;
+            let js = async_nats::jetstream::new(conns.nats().await?.clone());
+            let view = projections::orders::order_as_of(db, &js, order_id, position).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
@@ -301,8 +311,8 @@ pub async fn run(command: AuditCommand, actor: &str) -> anyhow::Result<i32> {
             Ok(0)
         }
         AuditCommand::Access { limit, json, .. } => {
-            log_access(&db, actor, "access", None, None, json!({ "limit": limit })).await?;
-            let rows = api::audit_log::recent(&db, limit)
+            log_access(db, actor, "access", None, None, json!({ "limit": limit })).await?;
+            let rows = api::audit_log::recent(db, limit)
                 .await
                 .context("reading the access log")?;
             if json {

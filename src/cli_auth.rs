@@ -18,11 +18,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use api::auth::{CliSessionStatus, Role};
+use clap::Args;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::Settings;
+use crate::cli::{CliCommand, SUCCESS};
+use crate::{Connections, Settings};
 
 /// Roles allowed to run `projections`, `streams`, `dlq`, `sagas` and `replay`.
 pub const OPERATORS: &[Role] = &[Role::Operator, Role::Admin];
@@ -140,18 +142,15 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// Connects to `DATABASE_URL` (migrating it, as every command does) and checks the
-/// caller against `gate`; see [`require`].
+/// Checks the caller against `gate` on the invocation's database (connected and
+/// migrated, as every command does, and then used by the command itself); see
+/// [`require`].
 ///
 /// # Errors
 /// [`Refused`] (inside the `anyhow::Error`) when the caller may not run the command;
 /// otherwise PostgreSQL unreachable or an unreadable session file.
-pub async fn check(settings: &Settings, gate: &Gate) -> anyhow::Result<Caller> {
-    let db = crate::connect_database(&settings.database_url).await?;
-    crate::migrate_all(&db).await?;
-    let caller = require(&db, gate).await;
-    db.close().await;
-    caller
+pub async fn check(conns: &Connections, gate: &Gate) -> anyhow::Result<Caller> {
+    require(conns.db().await?, gate).await
 }
 
 /// The caller of the command `gate` describes, if their role allows it.
@@ -282,16 +281,60 @@ pub fn session_file() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// `shopstream login`: sign in for the operator and auditor commands.
+#[derive(Debug, Args)]
+pub struct LoginCommand {
+    #[command(flatten)]
+    pub login: Login,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl CliCommand for LoginCommand {
+    fn settings(&self) -> Option<&Settings> {
+        Some(&self.settings)
+    }
+
+    async fn run(self, conns: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        login(conns, &self.login).await?;
+        Ok(SUCCESS)
+    }
+}
+
+/// `shopstream logout`: end the current session.
+#[derive(Debug, Args)]
+pub struct LogoutCommand {
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl CliCommand for LogoutCommand {
+    fn settings(&self) -> Option<&Settings> {
+        Some(&self.settings)
+    }
+
+    async fn run(self, conns: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        logout(conns).await?;
+        Ok(SUCCESS)
+    }
+}
+
 /// How `shopstream login` gets its password and where it puts the token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Args)]
 pub struct Login {
     /// The account's email.
+    #[arg(long)]
     pub email: String,
-    /// Read the password from the first line of standard input.
+    /// Read the password from the first line of standard input (otherwise from
+    /// SHOPSTREAM_PASSWORD, else a prompt without echo).
+    #[arg(long)]
     pub password_stdin: bool,
-    /// How long the session lives.
+    /// How long the session lives, as 90s, 30m, 12h or 7d (at most 30d).
+    #[arg(long, default_value = "12h", value_parser = parse_ttl)]
     pub ttl: Duration,
-    /// Print the token instead of writing the session file.
+    /// Print the token (for `export SHOPSTREAM_TOKEN=...`) instead of writing the
+    /// session file.
+    #[arg(long)]
     pub print: bool,
 }
 
@@ -301,11 +344,10 @@ pub struct Login {
 /// # Errors
 /// A wrong email or password (one message for both), no password to read, an
 /// unwritable session file, or PostgreSQL unreachable.
-pub async fn login(settings: &Settings, login: &Login) -> anyhow::Result<()> {
+pub async fn login(conns: &Connections, login: &Login) -> anyhow::Result<()> {
     let password = read_password(login)?;
-    let db = crate::connect_database(&settings.database_url).await?;
-    crate::migrate_all(&db).await?;
-    let session = crate::api_role::cli_accounts(db)?
+    let db = conns.db().await?;
+    let session = crate::api_role::cli_accounts(db.clone())?
         .start_cli_session(&login.email, &password, login.ttl)
         .await
         .map_err(|error| match error {
@@ -335,14 +377,13 @@ pub async fn login(settings: &Settings, login: &Login) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// An unreadable or unremovable session file, or PostgreSQL unreachable.
-pub async fn logout(settings: &Settings) -> anyhow::Result<()> {
+pub async fn logout(conns: &Connections) -> anyhow::Result<()> {
     let Some(token) = current_token()? else {
         println!("not signed in");
         return Ok(());
     };
-    let db = crate::connect_database(&settings.database_url).await?;
-    crate::migrate_all(&db).await?;
-    let ended = api::auth::end_cli_session(&db, &token)
+    let db = conns.db().await?;
+    let ended = api::auth::end_cli_session(db, &token)
         .await
         .context("revoking the CLI session")?;
     // With SHOPSTREAM_TOKEN set and no HOME there is no file to consider.

@@ -1,12 +1,15 @@
 //! The `shopstream` binary's library half: settings and the wiring of every crate
 //! (the composition root). `main.rs` only parses the command line and calls in here,
 //! so tests start the same application as production.
+//!
+//! Every subcommand is a type in the module that holds its functions, implementing
+//! [`cli::CliCommand`]; one invocation shares one [`Connections`].
 
 pub mod api_role;
 pub mod auditing;
+pub mod cli;
 pub mod cli_auth;
 pub mod health;
-pub mod loadgen;
 pub mod projecting;
 pub mod replaying;
 pub mod saga_role;
@@ -19,11 +22,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use infra_nats::StreamSettings;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
 use tracing::info;
+
+use cli::CliCommand;
+use cli_auth::Caller;
 
 pub use settings::{ApiMode, ApiSettings, LogFormat, PaymentSettings, Settings};
 
@@ -121,6 +129,77 @@ pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Cli
     Ok(client)
 }
 
+/// The connections of one command-line invocation, opened when a command first asks
+/// and then shared by everything it calls (the gate check included), so that a command
+/// connects to NATS and to PostgreSQL at most once. The long-lived roles (`serve`,
+/// `project`, `saga`) connect in their own `build` instead.
+pub struct Connections {
+    settings: Option<Settings>,
+    nats: OnceCell<async_nats::Client>,
+    db: OnceCell<PgPool>,
+}
+
+impl Connections {
+    /// Nothing is opened yet.
+    #[must_use]
+    pub fn new(settings: Settings) -> Self {
+        Self::of(Some(settings))
+    }
+
+    /// The connections of a command that may have no connection settings (`schema`):
+    /// asking such a command's holder for a connection is an error.
+    #[must_use]
+    pub fn of(settings: Option<Settings>) -> Self {
+        Self {
+            settings,
+            nats: OnceCell::new(),
+            db: OnceCell::new(),
+        }
+    }
+
+    /// The settings the connections are opened with.
+    ///
+    /// # Errors
+    /// When the command has none.
+    pub fn settings(&self) -> anyhow::Result<&Settings> {
+        self.settings
+            .as_ref()
+            .context("this command takes no connection settings")
+    }
+
+    /// NATS, connected, checked and provisioned ([`connect_nats`]) on first use.
+    ///
+    /// # Errors
+    /// When NATS is unreachable, too old, lacks JetStream, or refuses the stream settings.
+    pub async fn nats(&self) -> anyhow::Result<&async_nats::Client> {
+        self.nats
+            .get_or_try_init(|| async { connect_nats(self.settings()?).await })
+            .await
+    }
+
+    /// PostgreSQL, created if needed and migrated ([`migrate_all`]) on first use: any
+    /// command may be the first thing run against a new database.
+    ///
+    /// # Errors
+    /// When PostgreSQL is unreachable or a migration fails.
+    pub async fn db(&self) -> anyhow::Result<&PgPool> {
+        self.db
+            .get_or_try_init(|| async {
+                let db = connect_database(&self.settings()?.database_url).await?;
+                migrate_all(&db).await?;
+                Ok(db)
+            })
+            .await
+    }
+
+    /// Closes the pool, if it was opened, so that PostgreSQL sees each session end.
+    pub async fn close(&self) {
+        if let Some(db) = self.db.get() {
+            db.close().await;
+        }
+    }
+}
+
 /// The command side every role shares within a process: one bus per aggregate type
 /// on `nats`.
 ///
@@ -168,13 +247,30 @@ pub async fn connect_database(database_url: &str) -> anyhow::Result<PgPool> {
         .context("connecting to DATABASE_URL")
 }
 
-/// Applies the read-model migrations.
+/// `shopstream migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateCommand {
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl CliCommand for MigrateCommand {
+    fn settings(&self) -> Option<&Settings> {
+        Some(&self.settings)
+    }
+
+    async fn run(self, conns: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        migrate(conns).await?;
+        Ok(cli::SUCCESS)
+    }
+}
+
+/// Applies every migration (the read models', the API's and the storefront's).
 ///
 /// # Errors
 /// When PostgreSQL is unreachable or a migration fails.
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let db = connect_database(&settings.database_url).await?;
-    migrate_all(&db).await?;
+pub async fn migrate(conns: &Connections) -> anyhow::Result<()> {
+    conns.db().await?;
     info!("migrations applied");
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The projector role and the operator commands on projections and dead letters.
+//! The projector role (`shopstream project`) and the operator commands on projections
+//! (`shopstream projections`) and dead letters (`shopstream dlq`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -6,15 +7,327 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_nats::jetstream;
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use projections::dead_letters::{
     self, Action, DeadLetterError, DeadLetterFilter, SequenceSelector,
 };
 use projections::runtime::{rebuild, verify, Projector, ProjectorConfig, RebuildOptions};
 use projections::{registry, Projection};
+use serde_json::json;
 use tracing::info;
 
-use crate::{connect_database, connect_nats, Settings};
+use crate::cli::{actor, CliCommand, SUCCESS};
+use crate::cli_auth::{Caller, Gate};
+use crate::health::HealthSettings;
+use crate::{connect_database, connect_nats, Connections, Settings};
+
+/// The exit code of `projections verify` when rows differ (as `diff` has).
+pub const DIFFERENCES_FOUND: i32 = 2;
+
+/// `shopstream project`: the projector role.
+#[derive(Debug, Args)]
+pub struct ProjectCommand {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(flatten)]
+    pub health: HealthSettings,
+}
+
+impl CliCommand for ProjectCommand {
+    fn settings(&self) -> Option<&Settings> {
+        Some(&self.settings)
+    }
+
+    fn role(&self) -> &'static str {
+        "projector"
+    }
+
+    /// Builds the [`ProjectRole`] (it connects on its own) and projects until signalled.
+    async fn run(self, _: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        let _health = crate::health::serve(&self.health).await?;
+        let role = ProjectRole::build(&self.settings).await?;
+        crate::run_until_signalled(self.settings.shutdown_timeout(), |stopping| {
+            role.run_until_stopped(stopping)
+        })
+        .await?;
+        Ok(SUCCESS)
+    }
+}
+
+/// `shopstream projections ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Position, lag (events and seconds), parked commits and gaps of every projector.
+    Status {
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Rebuild a read model from the start of the log beside the live one, then switch.
+    Rebuild {
+        /// The projection (catalog, inventory, orders, payments, sales, notifier).
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Recompute a read model from the log beside the live one and report every row
+    /// that differs (exit code 2 when any does).
+    Verify {
+        /// The projection (catalog, inventory, orders, payments, sagas, sales, notifier).
+        name: String,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+impl CliCommand for ProjectionsCommand {
+    fn settings(&self) -> Option<&Settings> {
+        match self {
+            ProjectionsCommand::Status { settings, .. }
+            | ProjectionsCommand::Rebuild { settings, .. }
+            | ProjectionsCommand::Verify { settings, .. } => Some(settings),
+        }
+    }
+
+    fn gate(&self) -> Option<Gate> {
+        Some(match self {
+            ProjectionsCommand::Status { .. } => Gate::operator("projections status", json!({})),
+            ProjectionsCommand::Rebuild { name, force, .. } => Gate::operator(
+                "projections rebuild",
+                json!({ "name": name, "force": force }),
+            ),
+            ProjectionsCommand::Verify { name, .. } => {
+                Gate::operator("projections verify", json!({ "name": name }))
+            }
+        })
+    }
+
+    async fn run(self, conns: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        match self {
+            ProjectionsCommand::Status { json, .. } => projections_status(conns, json).await?,
+            ProjectionsCommand::Rebuild { name, force, .. } => {
+                projections_rebuild(conns, &name, force).await?;
+            }
+            ProjectionsCommand::Verify { name, json, .. } => {
+                if !projections_verify(conns, &name, json).await? {
+                    return Ok(DIFFERENCES_FOUND);
+                }
+            }
+        }
+        Ok(SUCCESS)
+    }
+}
+
+/// `shopstream dlq ...`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Parked commits, oldest first, or grouped by error.
+    List {
+        /// Only this consumer.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Only this aggregate type, or one aggregate as `type:id`.
+        #[arg(long)]
+        aggregate: Option<String>,
+        /// Only entries whose error contains this text.
+        #[arg(long)]
+        error: Option<String>,
+        /// Group by error fingerprint with counts, consumers and oldest age.
+        #[arg(long)]
+        group: bool,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// One entry: its decoded commit, error, attempts, failure times and the parked
+    /// commits of its aggregate behind it.
+    Show {
+        /// A dead-letter id (from `dlq list`).
+        id: uuid::Uuid,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Every operator action on the queue, newest first.
+    History {
+        /// Only this consumer.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Apply the parked sequence holding <ID> (or every selected one) in order; stops
+    /// at the first failure.
+    Retry(DlqAction),
+    /// Mark the head of the sequence holding <ID> (or of every selected one) as not
+    /// applied, then retry the rest.
+    Skip(DlqAction),
+    /// Mark the whole sequence holding <ID> (or every selected one) as not applied.
+    Discard(DlqAction),
+}
+
+/// The arguments of `dlq retry|skip|discard`: one sequence by id, or a selection.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("bulk").args(["all", "group"]).multiple(false))]
+pub struct DlqAction {
+    /// A dead-letter id (from `dlq list`).
+    #[arg(required_unless_present_any = ["all", "group"], conflicts_with_all = ["all", "group"])]
+    pub id: Option<uuid::Uuid>,
+    /// Every parked sequence (of `--consumer`, if given).
+    #[arg(long, conflicts_with = "group")]
+    pub all: bool,
+    /// Every parked sequence whose head failed with this error fingerprint.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub group: Option<String>,
+    /// With --all or --group: only this consumer's sequences.
+    #[arg(long, requires = "bulk")]
+    pub consumer: Option<String>,
+    /// With --all or --group: print what would be done and change nothing.
+    #[arg(long, requires = "bulk")]
+    pub dry_run: bool,
+    /// With --all or --group: do not ask for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Sequences read per page.
+    #[arg(long, default_value_t = 100)]
+    pub chunk: u32,
+    /// At most this many sequences per second (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Why; recorded with the action and the signed-in caller.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl DlqAction {
+    /// The arguments as recorded with a refusal.
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "all": self.all,
+            "group": self.group,
+            "consumer": self.consumer,
+            "dry_run": self.dry_run,
+            "force": self.force,
+            "reason": self.reason,
+        })
+    }
+
+    /// Acts on the one sequence holding `id`, or on every selected one.
+    async fn act(self, conns: &Connections, kind: Action, actor: &str) -> anyhow::Result<()> {
+        if let Some(id) = self.id {
+            return dlq_act(conns, id, kind, actor, &self.reason).await;
+        }
+        let bulk = BulkAction {
+            selector: SequenceSelector {
+                consumer: self.consumer,
+                fingerprint: self.group,
+            },
+            action: kind,
+            actor: actor.to_owned(),
+            reason: self.reason,
+            force: self.force,
+            dry_run: self.dry_run,
+            chunk: self.chunk,
+            rate: self.rate,
+        };
+        dlq_bulk(conns, bulk).await
+    }
+}
+
+impl CliCommand for DlqCommand {
+    fn settings(&self) -> Option<&Settings> {
+        match self {
+            DlqCommand::List { settings, .. }
+            | DlqCommand::Show { settings, .. }
+            | DlqCommand::History { settings, .. }
+            | DlqCommand::Retry(DlqAction { settings, .. })
+            | DlqCommand::Skip(DlqAction { settings, .. })
+            | DlqCommand::Discard(DlqAction { settings, .. }) => Some(settings),
+        }
+    }
+
+    fn gate(&self) -> Option<Gate> {
+        Some(match self {
+            DlqCommand::List {
+                consumer,
+                aggregate,
+                error,
+                group,
+                ..
+            } => Gate::operator(
+                "dlq list",
+                json!({ "consumer": consumer, "aggregate": aggregate, "error": error, "group": group }),
+            ),
+            DlqCommand::Show { id, .. } => Gate::operator("dlq show", json!({ "id": id })),
+            DlqCommand::History {
+                consumer, limit, ..
+            } => Gate::operator(
+                "dlq history",
+                json!({ "consumer": consumer, "limit": limit }),
+            ),
+            DlqCommand::Retry(a) => Gate::operator("dlq retry", a.to_json()),
+            DlqCommand::Skip(a) => Gate::operator("dlq skip", a.to_json()),
+            DlqCommand::Discard(a) => Gate::operator("dlq discard", a.to_json()),
+        })
+    }
+
+    async fn run(self, conns: &Connections, caller: Option<&Caller>) -> anyhow::Result<i32> {
+        match self {
+            DlqCommand::List {
+                consumer,
+                aggregate,
+                error,
+                group,
+                json,
+                ..
+            } => {
+                let (aggregate_type, aggregate_id) =
+                    aggregate.as_deref().map(parse_aggregate).unzip();
+                let filter = DeadLetterFilter {
+                    consumer,
+                    aggregate_type,
+                    aggregate_id: aggregate_id.flatten(),
+                    error_contains: error,
+                    ..DeadLetterFilter::default()
+                };
+                dlq_list(conns, filter, group, json).await?;
+            }
+            DlqCommand::Show { id, json, .. } => dlq_show(conns, id, json).await?,
+            DlqCommand::History {
+                consumer,
+                limit,
+                json,
+                ..
+            } => dlq_history(conns, consumer.as_deref(), limit, json).await?,
+            DlqCommand::Retry(a) => a.act(conns, Action::Retry, actor(caller)?).await?,
+            DlqCommand::Skip(a) => a.act(conns, Action::Skip, actor(caller)?).await?,
+            DlqCommand::Discard(a) => a.act(conns, Action::Discard, actor(caller)?).await?,
+        }
+        Ok(SUCCESS)
+    }
+}
 
 /// The projector role, built (connected and migrated) and not yet running: every
 /// projector (each as the active instance or a hot standby) and the notification
@@ -113,16 +426,6 @@ pub async fn run_projectors(
         .await
 }
 
-/// A pool on a database with every migration applied (idempotent; operator commands
-/// may be the first thing run against a new database).
-async fn migrated_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db)
-        .await
-        .context("migrating PostgreSQL")?;
-    Ok(db)
-}
-
 pub(crate) fn projection_named(name: &str) -> anyhow::Result<Arc<dyn Projection>> {
     registry::by_name(name).with_context(|| {
         let known: Vec<&str> = registry::all().iter().map(|p| p.name()).collect();
@@ -134,13 +437,13 @@ pub(crate) fn projection_named(name: &str) -> anyhow::Result<Arc<dyn Projection>
 ///
 /// # Errors
 /// When NATS or PostgreSQL fail.
-pub async fn projections_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let nats = connect_nats(settings).await?;
-    let db = migrated_database(settings).await?;
-    let jetstream = jetstream::new(nats);
+pub async fn projections_status(conns: &Connections, json: bool) -> anyhow::Result<()> {
+    let nats = conns.nats().await?;
+    let db = conns.db().await?;
+    let jetstream = jetstream::new(nats.clone());
     let mut statuses = Vec::new();
     for projection in registry::all() {
-        statuses.push(projections::status::projector_status(&db, &jetstream, &*projection).await?);
+        statuses.push(projections::status::projector_status(db, &jetstream, &*projection).await?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
@@ -176,7 +479,7 @@ pub async fn projections_status(settings: &Settings, json: bool) -> anyhow::Resu
 /// Unknown projection, a rebuild already running, or NATS/PostgreSQL failures; the live
 /// tables are untouched on error.
 pub async fn projections_rebuild(
-    settings: &Settings,
+    conns: &Connections,
     name: &str,
     force: bool,
 ) -> anyhow::Result<()> {
@@ -187,12 +490,9 @@ pub async fn projections_rebuild(
     ))? {
         bail!("not confirmed; nothing changed (pass -f to skip the question)");
     }
-    let nats = connect_nats(settings).await?;
-    let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db)
-        .await
-        .context("migrating PostgreSQL")?;
-    let jetstream = jetstream::new(nats);
+    let nats = conns.nats().await?;
+    let db = conns.db().await?;
+    let jetstream = jetstream::new(nats.clone());
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -203,7 +503,7 @@ pub async fn projections_rebuild(
     bar.enable_steady_tick(Duration::from_millis(200));
     let report = rebuild(
         projection,
-        &db,
+        db,
         &jetstream,
         &RebuildOptions::default(),
         |p| {
@@ -238,14 +538,14 @@ pub fn parse_aggregate(aggregate: &str) -> (String, Option<String>) {
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn dlq_list(
-    settings: &Settings,
+    conns: &Connections,
     filter: DeadLetterFilter,
     grouped: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let db = migrated_database(settings).await?;
+    let db = conns.db().await?;
     if grouped {
-        let groups = dead_letters::groups(&db).await?;
+        let groups = dead_letters::groups(db).await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&groups)?);
         } else {
@@ -267,7 +567,7 @@ pub async fn dlq_list(
         }
         return Ok(());
     }
-    let entries = dead_letters::list(&db, &filter, 1000).await?;
+    let entries = dead_letters::list(db, &filter, 1000).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
@@ -306,9 +606,8 @@ fn age(at: chrono::DateTime<chrono::Utc>) -> String {
 ///
 /// # Errors
 /// Unknown id, or PostgreSQL failures.
-pub async fn dlq_show(settings: &Settings, id: uuid::Uuid, json: bool) -> anyhow::Result<()> {
-    let db = migrated_database(settings).await?;
-    let detail = dead_letters::detail(&db, id).await?;
+pub async fn dlq_show(conns: &Connections, id: uuid::Uuid, json: bool) -> anyhow::Result<()> {
+    let detail = dead_letters::detail(conns.db().await?, id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&detail)?);
         return Ok(());
@@ -349,13 +648,12 @@ pub async fn dlq_show(settings: &Settings, id: uuid::Uuid, json: bool) -> anyhow
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn dlq_history(
-    settings: &Settings,
+    conns: &Connections,
     consumer: Option<&str>,
     limit: i64,
     json: bool,
 ) -> anyhow::Result<()> {
-    let db = migrated_database(settings).await?;
-    let actions = dead_letters::history(&db, consumer, limit).await?;
+    let actions = dead_letters::history(conns.db().await?, consumer, limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&actions)?);
         return Ok(());
@@ -426,12 +724,12 @@ struct BulkSummary {
 /// # Errors
 /// An unknown fingerprint or consumer, no confirmation, a sequence that still fails,
 /// an interruption, or PostgreSQL failures.
-pub async fn dlq_bulk(settings: &Settings, bulk: BulkAction) -> anyhow::Result<()> {
+pub async fn dlq_bulk(conns: &Connections, bulk: BulkAction) -> anyhow::Result<()> {
     if bulk.reason.trim().is_empty() {
         bail!("a reason is required (--reason)");
     }
-    let db = migrated_database(settings).await?;
-    let preview = dead_letters::preview(&db, &bulk.selector).await?;
+    let db = conns.db().await?;
+    let preview = dead_letters::preview(db, &bulk.selector).await?;
     if preview.sequences == 0 {
         if let Some(fingerprint) = &bulk.selector.fingerprint {
             bail!("no parked sequence whose head failed with fingerprint `{fingerprint}` (see `dlq list --group`); nothing changed");
@@ -492,7 +790,7 @@ pub async fn dlq_bulk(settings: &Settings, bulk: BulkAction) -> anyhow::Result<(
     let mut after: Option<dead_letters::ParkedSequence> = None;
     'pages: loop {
         let page = dead_letters::sequences_page(
-            &db,
+            db,
             &bulk.selector,
             after.as_ref(),
             i64::from(bulk.chunk.max(1)),
@@ -512,7 +810,7 @@ pub async fn dlq_bulk(settings: &Settings, bulk: BulkAction) -> anyhow::Result<(
             summary.sequences += 1;
             let outcome = match projection_named(&sequence.consumer) {
                 Ok(projection) => dead_letters::act(
-                    &db,
+                    db,
                     &projection,
                     &sequence,
                     bulk.action,
@@ -587,14 +885,14 @@ pub async fn dlq_bulk(settings: &Settings, bulk: BulkAction) -> anyhow::Result<(
 /// Unknown projection, another verification running, or NATS/PostgreSQL failures; the
 /// live tables are only read, and the scratch schema is dropped in every case.
 pub async fn projections_verify(
-    settings: &Settings,
+    conns: &Connections,
     name: &str,
     json: bool,
 ) -> anyhow::Result<bool> {
     let projection = projection_named(name)?;
-    let nats = connect_nats(settings).await?;
-    let db = migrated_database(settings).await?;
-    let jetstream = jetstream::new(nats);
+    let nats = conns.nats().await?;
+    let db = conns.db().await?;
+    let jetstream = jetstream::new(nats.clone());
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -604,7 +902,7 @@ pub async fn projections_verify(
     );
     let report = verify(
         projection,
-        &db,
+        db,
         &jetstream,
         &RebuildOptions::default(),
         |p| {
@@ -652,16 +950,16 @@ pub async fn projections_verify(
 /// # Errors
 /// Unknown id, missing reason, nothing parked, or PostgreSQL failures; nothing changes.
 pub async fn dlq_act(
-    settings: &Settings,
+    conns: &Connections,
     id: uuid::Uuid,
     action: Action,
     actor: &str,
     reason: &str,
 ) -> anyhow::Result<()> {
-    let db = migrated_database(settings).await?;
-    let sequence = dead_letters::sequence_of(&db, id).await?;
+    let db = conns.db().await?;
+    let sequence = dead_letters::sequence_of(db, id).await?;
     let projection = projection_named(&sequence.consumer)?;
-    let outcome = dead_letters::act(&db, &projection, &sequence, action, actor, reason).await?;
+    let outcome = dead_letters::act(db, &projection, &sequence, action, actor, reason).await?;
     println!("{}", serde_json::to_string_pretty(&outcome)?);
     if outcome.error.is_some() {
         bail!("the head of the sequence still fails; it stays parked");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use clap::Args;
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use projections::runtime::replay::{
     self, Begun, ChunkReport, Progress, RangeReader, ReplayJob, Selection, SAGA_TARGET,
@@ -20,8 +20,10 @@ use saga::replay::{SagaReplay, Verdict};
 use serde_json::json;
 use sqlx::{Connection, PgPool};
 
+use crate::cli::{actor, CliCommand, SUCCESS};
+use crate::cli_auth::{Caller, Gate};
 use crate::projecting::{confirm, projection_named, watch_for_interrupt};
-use crate::{connect_database, connect_nats, Settings};
+use crate::{Connections, Settings};
 
 /// The exit code of a replay stopped by Ctrl-C (it resumes when run again).
 pub const INTERRUPTED: i32 = 130;
@@ -29,7 +31,82 @@ pub const INTERRUPTED: i32 = 130;
 /// The aggregate types commits can have.
 const AGGREGATE_TYPES: [&str; 5] = ["product", "inventory", "order", "payment", "order_saga"];
 
-/// `shopstream replay`.
+/// `shopstream replay`: what to replay, and where.
+#[derive(Debug, Args)]
+pub struct ReplayCommand {
+    #[command(flatten)]
+    pub args: ReplayArgs,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl CliCommand for ReplayCommand {
+    fn settings(&self) -> Option<&Settings> {
+        Some(&self.settings)
+    }
+
+    fn gate(&self) -> Option<Gate> {
+        Some(Gate::operator("replay", self.args.to_json()))
+    }
+
+    async fn run(self, conns: &Connections, caller: Option<&Caller>) -> anyhow::Result<i32> {
+        replay(conns, self.args, actor(caller)?).await
+    }
+}
+
+/// `shopstream replays ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReplaysCommand {
+    /// Replays, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Mark an unfinished replay abandoned (what it applied stays applied).
+    Abandon {
+        /// The replay's id (from `replays list`).
+        id: uuid::Uuid,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+impl CliCommand for ReplaysCommand {
+    fn settings(&self) -> Option<&Settings> {
+        match self {
+            ReplaysCommand::List { settings, .. } | ReplaysCommand::Abandon { settings, .. } => {
+                Some(settings)
+            }
+        }
+    }
+
+    fn gate(&self) -> Option<Gate> {
+        Some(match self {
+            ReplaysCommand::List { limit, .. } => {
+                Gate::operator("replays list", json!({ "limit": limit }))
+            }
+            ReplaysCommand::Abandon { id, .. } => {
+                Gate::operator("replays abandon", json!({ "id": id }))
+            }
+        })
+    }
+
+    async fn run(self, conns: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        match self {
+            ReplaysCommand::List { limit, json, .. } => replays_list(conns, limit, json).await?,
+            ReplaysCommand::Abandon { id, .. } => replays_abandon(conns, id).await?,
+        }
+        Ok(SUCCESS)
+    }
+}
+
+/// The range, target and pace of `shopstream replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// The projector to re-deliver to (catalog, inventory, orders, payments, sagas, sales,
@@ -126,7 +203,7 @@ impl Target {
 /// Bad arguments (unknown target, a range outside the log or past what the projector has
 /// applied, an aggregate type the target does not consume), NATS or PostgreSQL failures,
 /// or a commit the projection refuses; nothing of an unfinished chunk is kept.
-pub async fn replay(settings: &Settings, args: ReplayArgs, actor: &str) -> anyhow::Result<i32> {
+pub async fn replay(conns: &Connections, args: ReplayArgs, actor: &str) -> anyhow::Result<i32> {
     let target = Target::named(&args.target)?;
     if args.chunk == 0 {
         bail!("--chunk must be at least 1; nothing changed");
@@ -134,16 +211,15 @@ pub async fn replay(settings: &Settings, args: ReplayArgs, actor: &str) -> anyho
     if !args.dry_run && args.reason.trim().is_empty() {
         bail!("a reason is required (--reason); nothing changed");
     }
-    let nats = connect_nats(settings).await?;
-    let db = connect_database(&settings.database_url).await?;
-    crate::migrate_all(&db).await?;
+    let nats = conns.nats().await?;
+    let db = conns.db().await?;
     let js = jetstream::new(nats.clone());
-    let selection = resolve_selection(&js, &db, &target, &args).await?;
+    let selection = resolve_selection(&js, db, &target, &args).await?;
 
     if args.dry_run {
-        return dry_run(&nats, &db, &target, &selection, args.json).await;
+        return dry_run(nats, db, &target, &selection, args.json).await;
     }
-    if let Some(running) = replay::unfinished(&db, target.name()).await? {
+    if let Some(running) = replay::unfinished(db, target.name()).await? {
         if running.selection != selection {
             bail!(
                 "{}; nothing changed",
@@ -173,11 +249,11 @@ pub async fn replay(settings: &Settings, args: ReplayArgs, actor: &str) -> anyho
     {
         bail!("not confirmed; nothing changed (pass -f to skip the question)");
     }
-    let (job, begun) = replay::begin(&db, target.name(), &selection, actor, &args.reason).await?;
+    let (job, begun) = replay::begin(db, target.name(), &selection, actor, &args.reason).await?;
     if begun == Begun::Started {
         tracing::info!(replay = %job.id, target = target.name(), "replay started");
     }
-    run(&nats, &db, &target, job, &args).await
+    run(nats, db, &target, job, &args).await
 }
 
 async fn resolve_selection(
@@ -512,10 +588,8 @@ fn print_job(
 ///
 /// # Errors
 /// When PostgreSQL fails.
-pub async fn replays_list(settings: &Settings, limit: i64, json: bool) -> anyhow::Result<()> {
-    let db = connect_database(&settings.database_url).await?;
-    crate::migrate_all(&db).await?;
-    let jobs = replay::list(&db, limit).await?;
+pub async fn replays_list(conns: &Connections, limit: i64, json: bool) -> anyhow::Result<()> {
+    let jobs = replay::list(conns.db().await?, limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(());
@@ -544,10 +618,8 @@ pub async fn replays_list(settings: &Settings, limit: i64, json: bool) -> anyhow
 ///
 /// # Errors
 /// When no unfinished replay has this id, or PostgreSQL fails.
-pub async fn replays_abandon(settings: &Settings, id: uuid::Uuid) -> anyhow::Result<()> {
-    let db = connect_database(&settings.database_url).await?;
-    crate::migrate_all(&db).await?;
-    let job = replay::abandon(&db, id)
+pub async fn replays_abandon(conns: &Connections, id: uuid::Uuid) -> anyhow::Result<()> {
+    let job = replay::abandon(conns.db().await?, id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}; nothing changed"))?;
     println!(

@@ -5,11 +5,160 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, Subcommand};
 use domain::{Actor, OrderId};
 use saga::{SagaConfig, SagaDriver, TriggerConfig};
+use serde_json::json;
+use sqlx::PgPool;
 
-use crate::{command_side, connect_database, connect_nats, payment_provider, Settings};
+use crate::cli::{actor, CliCommand, SUCCESS};
+use crate::cli_auth::{Caller, Gate};
+use crate::health::HealthSettings;
+use crate::{
+    command_side, connect_database, connect_nats, payment_provider, Connections, Settings,
+};
+
+/// `shopstream saga`: the saga role.
+#[derive(Debug, Args)]
+pub struct SagaCommand {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(flatten)]
+    pub saga: SagaSettings,
+    #[command(flatten)]
+    pub health: HealthSettings,
+}
+
+impl CliCommand for SagaCommand {
+    fn settings(&self) -> Option<&Settings> {
+        Some(&self.settings)
+    }
+
+    fn role(&self) -> &'static str {
+        "saga"
+    }
+
+    /// Builds the [`SagaRole`] (it connects on its own) and drives sagas until signalled.
+    async fn run(self, _: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        let _health = crate::health::serve(&self.health).await?;
+        let role = SagaRole::build(&self.settings, &self.saga).await?;
+        crate::run_until_signalled(self.settings.shutdown_timeout(), |stopping| {
+            role.run_until_stopped(stopping)
+        })
+        .await?;
+        Ok(SUCCESS)
+    }
+}
+
+/// `shopstream sagas ...`.
+#[derive(Debug, Subcommand)]
+pub enum SagasCommand {
+    /// Sagas by state, newest first.
+    List {
+        /// running, waiting, stuck_past_deadline, compensation_failed, completed or compensated.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// One saga: its state and every event it recorded.
+    Show {
+        /// The order id (a saga's id is its order's).
+        order_id: OrderId,
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Take over a running saga whose driver seems gone, and drive it on.
+    Resume(SagaActionArgs),
+    /// Run a failed compensation again.
+    Retry(SagaActionArgs),
+    /// Undo whatever the saga did and cancel the order (asks for confirmation).
+    Compensate(SagaActionArgs),
+}
+
+/// The arguments of `sagas resume|retry|compensate`.
+#[derive(Debug, Args)]
+pub struct SagaActionArgs {
+    /// The order id.
+    pub order_id: OrderId,
+    /// Why; recorded on the saga with the signed-in caller.
+    #[arg(long)]
+    pub reason: String,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl SagaActionArgs {
+    /// The arguments as recorded with a refusal.
+    fn to_json(&self) -> serde_json::Value {
+        json!({ "order_id": self.order_id, "reason": self.reason, "force": self.force })
+    }
+
+    async fn act(self, conns: &Connections, action: SagaAction, actor: &str) -> anyhow::Result<()> {
+        sagas_act(
+            conns,
+            self.order_id,
+            action,
+            actor,
+            &self.reason,
+            self.force,
+        )
+        .await
+    }
+}
+
+impl CliCommand for SagasCommand {
+    fn settings(&self) -> Option<&Settings> {
+        match self {
+            SagasCommand::List { settings, .. }
+            | SagasCommand::Show { settings, .. }
+            | SagasCommand::Resume(SagaActionArgs { settings, .. })
+            | SagasCommand::Retry(SagaActionArgs { settings, .. })
+            | SagasCommand::Compensate(SagaActionArgs { settings, .. }) => Some(settings),
+        }
+    }
+
+    fn gate(&self) -> Option<Gate> {
+        Some(match self {
+            SagasCommand::List { state, limit, .. } => {
+                Gate::operator("sagas list", json!({ "state": state, "limit": limit }))
+            }
+            SagasCommand::Show { order_id, .. } => {
+                Gate::operator("sagas show", json!({ "order_id": order_id }))
+            }
+            SagasCommand::Resume(a) => Gate::operator("sagas resume", a.to_json()),
+            SagasCommand::Retry(a) => Gate::operator("sagas retry", a.to_json()),
+            SagasCommand::Compensate(a) => Gate::operator("sagas compensate", a.to_json()),
+        })
+    }
+
+    async fn run(self, conns: &Connections, caller: Option<&Caller>) -> anyhow::Result<i32> {
+        match self {
+            SagasCommand::List {
+                state, limit, json, ..
+            } => sagas_list(conns, state.as_deref(), limit, json).await?,
+            SagasCommand::Show { order_id, json, .. } => sagas_show(conns, order_id, json).await?,
+            SagasCommand::Resume(a) => a.act(conns, SagaAction::Resume, actor(caller)?).await?,
+            SagasCommand::Retry(a) => a.act(conns, SagaAction::Retry, actor(caller)?).await?,
+            SagasCommand::Compensate(a) => {
+                a.act(conns, SagaAction::Compensate, actor(caller)?).await?;
+            }
+        }
+        Ok(SUCCESS)
+    }
+}
 
 /// How the saga role runs (the payment provider is configured in [`Settings`], alike for
 /// every role).
@@ -68,9 +217,7 @@ impl SagaRole {
         projections::migrate(&db)
             .await
             .context("migrating PostgreSQL")?;
-        let provider = payment_provider(settings, &db).await?;
-        let commands = command_side(settings, &nats).await?;
-        let driver = SagaDriver::new(commands.buses.clone(), provider, db, saga.saga_config());
+        let driver = driver(settings, &nats, db, saga).await?;
         Ok(Self {
             driver: Arc::new(driver),
             nats,
@@ -113,6 +260,32 @@ pub async fn run_saga(
         .await
 }
 
+/// The saga driver on `nats` and `db`: the payment provider installed and the command
+/// side opened, alike for the role and the operator commands.
+async fn driver(
+    settings: &Settings,
+    nats: &async_nats::Client,
+    db: PgPool,
+    saga: &SagaSettings,
+) -> anyhow::Result<SagaDriver> {
+    let provider = payment_provider(settings, &db).await?;
+    let commands = command_side(settings, nats).await?;
+    Ok(SagaDriver::new(
+        commands.buses.clone(),
+        provider,
+        db,
+        saga.saga_config(),
+    ))
+}
+
+/// The driver the operator commands act through, on the invocation's connections, with
+/// the role's deadlines.
+async fn operator_driver(conns: &Connections) -> anyhow::Result<SagaDriver> {
+    let nats = conns.nats().await?;
+    let db = conns.db().await?.clone();
+    driver(conns.settings()?, nats, db, &saga_settings_from_env()).await
+}
+
 /// What an operator does to one saga.
 #[derive(Debug, Clone, Copy)]
 pub enum SagaAction {
@@ -128,10 +301,8 @@ pub enum SagaAction {
 ///
 /// # Errors
 /// When the saga does not exist or NATS fails.
-pub async fn sagas_show(settings: &Settings, order_id: OrderId, json: bool) -> anyhow::Result<()> {
-    let driver = SagaRole::build(settings, &saga_settings_from_env())
-        .await?
-        .driver;
+pub async fn sagas_show(conns: &Connections, order_id: OrderId, json: bool) -> anyhow::Result<()> {
+    let driver = operator_driver(conns).await?;
     let view = saga::admin::show(&driver, order_id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -164,7 +335,7 @@ pub async fn sagas_show(settings: &Settings, order_id: OrderId, json: bool) -> a
 /// # Errors
 /// When the saga refuses the action, the operator declines, or NATS fails.
 pub async fn sagas_act(
-    settings: &Settings,
+    conns: &Connections,
     order_id: OrderId,
     action: SagaAction,
     actor: &str,
@@ -184,9 +355,7 @@ pub async fn sagas_act(
             bail!("not confirmed; nothing changed");
         }
     }
-    let driver = SagaRole::build(settings, &saga_settings_from_env())
-        .await?
-        .driver;
+    let driver = operator_driver(conns).await?;
     let outcome = match action {
         SagaAction::Resume => saga::admin::resume(&driver, order_id, &actor, reason).await?,
         SagaAction::Retry => saga::admin::retry(&driver, order_id, &actor, reason).await?,
@@ -214,7 +383,7 @@ fn saga_settings_from_env() -> SagaSettings {
 /// # Errors
 /// When the state is unknown or PostgreSQL fails.
 pub async fn sagas_list(
-    settings: &Settings,
+    conns: &Connections,
     state: Option<&str>,
     limit: i64,
     json: bool,
@@ -229,16 +398,13 @@ pub async fn sagas_list(
             })
         })
         .transpose()?;
-    let db = connect_database(&settings.database_url).await?;
-    projections::migrate(&db)
-        .await
-        .context("migrating PostgreSQL")?;
+    let db = conns.db().await?;
     let filter = SagaFilter {
         state,
         ..SagaFilter::default()
     };
     let first = usize::try_from(limit.clamp(1, 1000)).unwrap_or(50);
-    let page = sagas::list(&db, &filter, PageRequest::first(first)).await?;
+    let page = sagas::list(db, &filter, PageRequest::first(first)).await?;
     let total_count = page.total_count;
     let sagas = page.into_nodes();
     if json {

@@ -3,11 +3,50 @@
 use anyhow::Context;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
+use clap::Subcommand;
 use futures::TryStreamExt;
 use infra_nats::subjects::EVENTS_STREAM;
 use serde::Serialize;
+use serde_json::json;
 
-use crate::{connect_nats, Settings};
+use crate::cli::{CliCommand, SUCCESS};
+use crate::cli_auth::{Caller, Gate};
+use crate::{Connections, Settings};
+
+/// `shopstream streams ...`.
+#[derive(Debug, Subcommand)]
+pub enum StreamsCommand {
+    /// Messages, bytes, first and last position of the event stream, and every
+    /// consumer's pending, ack pending, redelivered and last delivered position.
+    Info {
+        /// Print JSON.
+        #[arg(short, long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+impl CliCommand for StreamsCommand {
+    fn settings(&self) -> Option<&Settings> {
+        match self {
+            StreamsCommand::Info { settings, .. } => Some(settings),
+        }
+    }
+
+    fn gate(&self) -> Option<Gate> {
+        match self {
+            StreamsCommand::Info { .. } => Some(Gate::operator("streams info", json!({}))),
+        }
+    }
+
+    async fn run(self, conns: &Connections, _: Option<&Caller>) -> anyhow::Result<i32> {
+        match self {
+            StreamsCommand::Info { json, .. } => streams_info(conns, json).await?,
+        }
+        Ok(SUCCESS)
+    }
+}
 
 /// The event stream's size and range.
 #[derive(Debug, Clone, Serialize)]
@@ -94,9 +133,9 @@ pub async fn events_stream_info(jetstream: &jetstream::Context) -> anyhow::Resul
 ///
 /// # Errors
 /// When NATS cannot be reached.
-pub async fn streams_info(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let nats = connect_nats(settings).await?;
-    let summary = events_stream_info(&jetstream::new(nats)).await?;
+pub async fn streams_info(conns: &Connections, json: bool) -> anyhow::Result<()> {
+    let nats = conns.nats().await?;
+    let summary = events_stream_info(&jetstream::new(nats.clone())).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use shopstream::{ApiSettings, Application, Settings};
+use shopstream::{ApiSettings, Application, Connections, Settings};
 use testkit::{eventually, http_get, NatsServer, NatsServerOptions, TestDatabase};
 
 struct TestApp {
@@ -154,8 +154,13 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
 async fn migrate_is_idempotent() {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
-    shopstream::migrate(&settings(&nats, &db)).await.unwrap();
-    shopstream::migrate(&settings(&nats, &db)).await.unwrap();
+    // Each run its own invocation, as `shopstream migrate` twice.
+    shopstream::migrate(&Connections::new(settings(&nats, &db)))
+        .await
+        .unwrap();
+    shopstream::migrate(&Connections::new(settings(&nats, &db)))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

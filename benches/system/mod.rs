@@ -1,6 +1,6 @@
 //! What the benches that run shopstream as separate processes share (`faults` and
 //! `capacity`): the roles as child processes, starting them in an order a new cluster
-//! copes with, and running the CLI.
+//! copes with, running the CLI, and finding the load generator.
 
 // Each bench that includes this module uses part of it.
 #![allow(dead_code)]
@@ -14,6 +14,12 @@ use anyhow::{bail, Context};
 use testkit::http_get;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_shopstream");
+
+/// The `shopstream-loadgen` binary: another package's, so built here, with the bench's
+/// profile, before its first use.
+pub fn loadgen() -> PathBuf {
+    testkit::cli::workspace_binary("shopstream-loadgen", "shopstream-loadgen")
+}
 pub const ADMIN_EMAIL: &str = "admin@bench.local";
 pub const ADMIN_PASSWORD: &str = "bench-admin-password";
 
@@ -165,7 +171,7 @@ impl Deployment {
         Ok(Self { roles, api_addrs })
     }
 
-    /// The GraphQL endpoints, comma-separated, for `loadgen --url`.
+    /// The GraphQL endpoints, comma-separated, for `shopstream-loadgen --url`.
     pub fn graphql_urls(&self) -> String {
         self.api_addrs
             .iter()
@@ -195,13 +201,23 @@ pub fn run(
     env: &[(String, String)],
     extra: &[(&str, &str)],
 ) -> anyhow::Result<(i32, String)> {
-    let output = Command::new(BIN)
+    run_binary(Path::new(BIN), args, env, extra)
+}
+
+/// Runs `binary <args>` to the end: its exit code and its output.
+pub fn run_binary(
+    binary: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(i32, String)> {
+    let output = Command::new(binary)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("running shopstream {}", args.join(" ")))?;
+        .with_context(|| format!("running {} {}", binary.display(), args.join(" ")))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

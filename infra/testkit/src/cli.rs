@@ -1,6 +1,10 @@
-//! Signing in through the `shopstream` binary, as an operator or auditor does.
+//! Signing in through the `shopstream` binary, as an operator or auditor does; and
+//! finding a workspace binary that is not the caller's own.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 
 use uuid::Uuid;
 
@@ -29,7 +33,8 @@ impl CliUser {
 /// Creates an account of `role` in the database at `database_url` and signs it in,
 /// both through `binary` (pass `env!("CARGO_BIN_EXE_shopstream")`). Panics, with the
 /// binary's stderr, if either step fails.
-pub fn sign_in(binary: &str, database_url: &str, role: &str) -> CliUser {
+pub fn sign_in(binary: impl AsRef<Path>, database_url: &str, role: &str) -> CliUser {
+    let binary = binary.as_ref();
     let email = format!("{role}-{}@test.example", Uuid::new_v4().simple());
     let created = run(
         binary,
@@ -58,7 +63,7 @@ pub fn sign_in(binary: &str, database_url: &str, role: &str) -> CliUser {
     }
 }
 
-fn run(binary: &str, database_url: &str, args: &[&str]) -> Output {
+fn run(binary: &Path, database_url: &str, args: &[&str]) -> Output {
     let output = Command::new(binary)
         .args(args)
         .env("DATABASE_URL", database_url)
@@ -74,4 +79,62 @@ fn run(binary: &str, database_url: &str, args: &[&str]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// The path of binary `bin` of workspace package `package`, built (at most once per
+/// process) with the profile and into the target directory of the running test or
+/// bench. Cargo sets `CARGO_BIN_EXE_<name>` only for the binaries of a test's own
+/// package, so a test that runs two binaries (`shopstream-loadgen` against the
+/// `shopstream` roles) finds the other one here; building it first means a test run of
+/// one package never runs a stale binary of another. Panics, with cargo's output, if
+/// the build fails.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held while building: concurrent tests wait for one build instead of racing.
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = built.get(bin) {
+        return path.clone();
+    }
+    // A test or bench runs from `<target>/<profile dir>/deps/`.
+    let exe = std::env::current_exe().expect("the running test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not under <target>/<profile>/deps", exe.display()));
+    let target_dir = profile_dir.parent().expect("the target directory");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile directory in {}", exe.display()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            package,
+            "--bin",
+            bin,
+            "--profile",
+        ])
+        .arg(profile)
+        .arg("--target-dir")
+        .arg(target_dir)
+        // Any directory of the workspace: cargo finds its root.
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build --package {package} --bin {bin}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "cargo built no {}", path.display());
+    built.insert(bin.to_owned(), path.clone());
+    path
 }

@@ -1,4 +1,4 @@
-//! `shopstream loadgen check`: after a run (or a fault suite), judges the system against
+//! `shopstream-loadgen check`: after a run (or a fault suite), judges the system against
 //! the record of acknowledged requests.
 //!
 //! The log is the truth: every order, inventory and saga state is loaded from JetStream
@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::record::{self, Entry, Line};
-use crate::Settings;
+use shopstream::Settings;
 
 /// What `loadgen check` is asked.
 #[derive(Debug, Clone)]
@@ -145,8 +145,8 @@ pub async fn check(settings: &Settings, options: &CheckOptions) -> anyhow::Resul
             .flat_map(|o| o.lines.iter().map(|l| l.sku.clone())),
     );
 
-    let nats = crate::connect_nats(settings).await?;
-    let db = crate::connect_database(&settings.database_url).await?;
+    let nats = shopstream::connect_nats(settings).await?;
+    let db = shopstream::connect_database(&settings.database_url).await?;
     let buses = SagaBuses::new(nats.clone(), EventStoreConfig::default())
         .await
         .context("opening the event store")?;

@@ -1,10 +1,11 @@
-//! `shopstream loadgen` against the real roles (serve, project, saga as processes), and
-//! `shopstream loadgen check` finding every invariant intact after it, or naming the one
-//! that is broken.
+//! `shopstream-loadgen` against the real roles (serve, project, saga as `shopstream`
+//! processes), and `shopstream-loadgen check` finding every invariant intact after it,
+//! or naming the one that is broken.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,7 +17,10 @@ use serde_json::{json, Value};
 use testkit::{eventually, NatsServer, TestDatabase};
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shopstream");
+/// The roles' binary: another package's, so built here (see `workspace_binary`).
+static BIN: LazyLock<PathBuf> =
+    LazyLock::new(|| testkit::cli::workspace_binary("shopstream", "shopstream"));
+const LOADGEN: &str = env!("CARGO_BIN_EXE_shopstream-loadgen");
 
 /// Role processes, killed when the test ends (also when it fails).
 struct Roles(Vec<Child>);
@@ -39,7 +43,7 @@ fn free_addr() -> SocketAddr {
 }
 
 fn role(name: &str, nats: &NatsServer, db: &TestDatabase, http: SocketAddr) -> Child {
-    Command::new(BIN)
+    Command::new(&*BIN)
         .arg(name)
         .env("NATS_URL", nats.url())
         .env("DATABASE_URL", &db.url)
@@ -61,15 +65,15 @@ fn role(name: &str, nats: &NatsServer, db: &TestDatabase, http: SocketAddr) -> C
 }
 
 fn check(nats: &NatsServer, db: &TestDatabase, record: &Path, settle: &str) -> Output {
-    Command::new(BIN)
-        .args(["loadgen", "check", "--settle-timeout", settle, "--record"])
+    Command::new(LOADGEN)
+        .args(["check", "--settle-timeout", settle, "--record"])
         .arg(record)
         .env("NATS_URL", nats.url())
         .env("DATABASE_URL", &db.url)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
-        .expect("running shopstream loadgen check")
+        .expect("running shopstream-loadgen check")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -77,7 +81,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn migrate(db: &TestDatabase) {
-    let output = Command::new(BIN)
+    let output = Command::new(&*BIN)
         .arg("migrate")
         .env("DATABASE_URL", &db.url)
         .env("RUST_LOG", "warn")
@@ -95,7 +99,7 @@ fn write_record(path: &Path, entries: &[Value]) {
 async fn a_short_load_through_the_api_leaves_every_invariant_intact() {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await.unwrap();
-    let admin = testkit::cli::sign_in(BIN, &db.url, "admin");
+    let admin = testkit::cli::sign_in(&*BIN, &db.url, "admin");
     let (api, other_api) = (free_addr(), free_addr());
     let _roles = Roles(vec![
         role("serve", &nats, &db, api),
@@ -113,9 +117,8 @@ async fn a_short_load_through_the_api_leaves_every_invariant_intact() {
 
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.jsonl");
-    let run = Command::new(BIN)
+    let run = Command::new(LOADGEN)
         .args([
-            "loadgen",
             "--url",
             &format!("http://{api}/graphql,http://{other_api}/graphql"),
             "--rate",

@@ -1,10 +1,11 @@
-//! `shopstream loadgen`: realistic shopping traffic through the GraphQL API at a fixed
+//! `shopstream-loadgen`: realistic shopping traffic through the GraphQL API at a fixed
 //! rate, with latency percentiles per operation and a record of every acknowledged
-//! request; and `shopstream loadgen check`, which judges the system against that record.
+//! request; and `shopstream-loadgen check`, which judges the system against that record.
 //!
 //! It is a client like any other: it speaks GraphQL over HTTP to one or more API
 //! replicas and knows nothing of NATS or PostgreSQL. Only the checker reads the log and
-//! the database, after the run.
+//! the database, after the run. A test tool, so a binary of its own: the production
+//! `shopstream` binary does not carry it.
 
 pub mod check;
 pub mod client;
@@ -20,21 +21,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use crate::cli_auth::parse_ttl;
-use crate::Settings;
 use check::CheckOptions;
 use client::Graphql;
 use mix::{Mix, Operation};
 use record::Recorder;
 use report::{Collector, RunInfo, Summary};
 use shop::{Account, SetupPlan};
+use shopstream::cli_auth::parse_ttl;
+use shopstream::Settings;
 use traffic::{Schedule, Traffic};
 
-/// `shopstream loadgen [OPTIONS]` runs a load; `shopstream loadgen check` checks after one.
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
+/// `shopstream-loadgen [OPTIONS]` runs a load; `shopstream-loadgen check` checks after one.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shopstream-loadgen",
+    version,
+    about = "Drive shopping traffic through the GraphQL API at a fixed rate and print \
+             throughput and latency percentiles per operation; `shopstream-loadgen check` \
+             then checks the invariants against the record of acknowledged requests",
+    args_conflicts_with_subcommands = true
+)]
 pub struct LoadgenCommand {
     #[command(subcommand)]
     pub check: Option<LoadgenSubcommand>,
@@ -107,7 +115,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = parse_ttl)]
     pub timeout: Duration,
     /// Write every acknowledged request to this file, one JSON object a line (for
-    /// `loadgen check`).
+    /// `shopstream-loadgen check`).
     #[arg(long)]
     pub record: Option<PathBuf>,
     /// Print the summary as JSON.
@@ -134,7 +142,7 @@ pub struct CheckArgs {
     pub settings: Settings,
 }
 
-/// `shopstream loadgen`: sets up, runs the load, prints the summary.
+/// `shopstream-loadgen`: sets up, runs the load, prints the summary.
 ///
 /// # Errors
 /// When the options do not fit together, or setting up (signing in, registering,
@@ -274,7 +282,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Summary> {
             duration: args.duration,
             concurrency: args.concurrency,
         },
-        crate::shutdown_signal(),
+        shopstream::shutdown_signal(),
     )
     .await;
     let summary = traffic.collector.summary(
@@ -292,7 +300,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// `shopstream loadgen check`: `true` when every invariant holds.
+/// `shopstream-loadgen check`: `true` when every invariant holds.
 ///
 /// # Errors
 /// When the record, NATS or PostgreSQL cannot be read.
