@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use application::operations::{act_on_dead_letter, DeadLetterAct};
+use application::AppError;
 use async_nats::jetstream;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -956,10 +958,18 @@ pub async fn dlq_act(
     actor: &str,
     reason: &str,
 ) -> anyhow::Result<()> {
-    let db = conns.db().await?;
-    let sequence = dead_letters::sequence_of(db, id).await?;
-    let projection = projection_named(&sequence.consumer)?;
-    let outcome = dead_letters::act(db, &projection, &sequence, action, actor, reason).await?;
+    let act = DeadLetterAct {
+        id,
+        action,
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let outcome = match act_on_dead_letter(conns.db().await?, act).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(rejection)) => bail!("{}", rejection.message),
+        Err(AppError::NotFound(_)) => bail!("no dead letter with id {id}"),
+        Err(error) => return Err(error.into()),
+    };
     println!("{}", serde_json::to_string_pretty(&outcome)?);
     if outcome.error.is_some() {
         bail!("the head of the sequence still fails; it stays parked");

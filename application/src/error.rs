@@ -67,6 +67,12 @@ pub enum Refusal {
     ProviderRefused,
     /// A new variant's SKU is not a valid SKU.
     InvalidSku,
+    /// An operator's action without a reason (every action is recorded with one).
+    ReasonRequired,
+    /// A dead letter of a consumer that is not a projector (the saga has its own tools).
+    NotAProjection,
+    /// A retried dead-letter sequence whose head still fails; it stays parked.
+    StillFailing,
 }
 
 impl Refusal {
@@ -83,6 +89,9 @@ impl Refusal {
             Refusal::NothingToRefund => "NOTHING_TO_REFUND",
             Refusal::ProviderRefused => "PROVIDER_REFUSED",
             Refusal::InvalidSku => "INVALID_SKU",
+            Refusal::ReasonRequired => "REASON_REQUIRED",
+            Refusal::NotAProjection => "NOT_A_PROJECTION",
+            Refusal::StillFailing => "STILL_FAILING",
         }
     }
 }
@@ -223,6 +232,9 @@ mod tests {
             (Refusal::NothingToRefund, "NOTHING_TO_REFUND"),
             (Refusal::ProviderRefused, "PROVIDER_REFUSED"),
             (Refusal::InvalidSku, "INVALID_SKU"),
+            (Refusal::ReasonRequired, "REASON_REQUIRED"),
+            (Refusal::NotAProjection, "NOT_A_PROJECTION"),
+            (Refusal::StillFailing, "STILL_FAILING"),
         ];
         for (refusal, code) in all {
             assert_eq!(refusal.code(), code, "{refusal:?}");

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod error;
 pub mod idempotency;
 pub mod inventory;
+pub mod operations;
 pub mod orders;
 pub mod payments;
 pub mod storefront;

@@ -2,14 +2,17 @@
 //! the command line. Every action is recorded with its actor and reason; a caller whose
 //! role may not act is refused, and the refusal is recorded too.
 
+use application::operations::{act_on_dead_letter, DeadLetterAct};
+use application::Refusal;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use projections::dead_letters::{self, Action, DeadLetter, DeadLetterError, DeadLetterFilter};
+use projections::dead_letters::{self, Action, DeadLetter, DeadLetterFilter};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::context::{ContextExt, Position};
 use super::error::ApiError;
+use super::outcome::decided;
 use super::relay::UserError;
 use super::text::{check_text, Limit};
 use crate::audit_log::{self, Access};
@@ -172,58 +175,27 @@ impl OperationsMutation {
         let id = Uuid::parse_str(input.id.as_str())
             .map_err(|_| ApiError::bad_input("`id` is not a dead-letter id"))?;
         let reason = check_text(&input.reason, "reason", Limit::REASON)?;
-        let rejected = |field: &str, code: &str, message: String| DeadLetterActPayload {
-            applied: Vec::new(),
-            dropped: Vec::new(),
-            still_parked: Vec::new(),
-            user_errors: vec![UserError::on(&[field], code, message)],
-        };
-        if reason.is_empty() {
-            return Ok(rejected(
-                "reason",
-                "REASON_REQUIRED",
-                "a reason is required".to_owned(),
-            ));
-        }
-        let sequence = match dead_letters::sequence_of(&services.db, id).await {
-            Ok(sequence) => sequence,
-            Err(DeadLetterError::UnknownId(_) | DeadLetterError::NothingParked { .. }) => {
-                return Err(ApiError::NotFound("dead letter").into())
-            }
-            Err(error) => return Err(ApiError::internal(error).into()),
-        };
-        let Some(projection) = projections::registry::by_name(&sequence.consumer) else {
-            return Ok(rejected(
-                "id",
-                "NOT_A_PROJECTION",
-                format!(
-                    "`{}` is not a projector; use its own tools",
-                    sequence.consumer
-                ),
-            ));
-        };
         let action = match input.action {
             DeadLetterActionKind::Retry => Action::Retry,
             DeadLetterActionKind::Skip => Action::Skip,
             DeadLetterActionKind::Discard => Action::Discard,
         };
-        let actor = operator.actor().to_string();
-        let outcome = match dead_letters::act(
-            &services.db,
-            &projection,
-            &sequence,
+        let act = DeadLetterAct {
+            id,
             action,
-            &actor,
-            &reason,
-        )
-        .await
-        {
+            actor: operator.actor().to_string(),
+            reason,
+        };
+        let outcome = match decided(act_on_dead_letter(&services.db, act).await)? {
             Ok(outcome) => outcome,
-            // Resolved meanwhile (or before): nothing of it is parked any more.
-            Err(DeadLetterError::NothingParked { .. }) => {
-                return Err(ApiError::NotFound("parked dead letter").into())
+            Err(error) => {
+                return Ok(DeadLetterActPayload {
+                    applied: Vec::new(),
+                    dropped: Vec::new(),
+                    still_parked: Vec::new(),
+                    user_errors: vec![error],
+                })
             }
-            Err(error) => return Err(ApiError::internal(error).into()),
         };
         let positions = |positions: &[i64]| {
             positions
@@ -237,7 +209,7 @@ impl OperationsMutation {
             still_parked: positions(&outcome.still_parked),
             user_errors: outcome
                 .error
-                .map(|error| UserError::on(&["id"], "STILL_FAILING", error))
+                .map(|error| UserError::on(&["id"], Refusal::StillFailing.code(), error))
                 .into_iter()
                 .collect(),
         })
