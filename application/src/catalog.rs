@@ -87,21 +87,8 @@ impl Shop {
             category: input.category,
             variants: input.variants,
         };
-        let result = self
-            .commands
-            .products
-            .execute(
-                product_id,
-                command,
-                &CommandMetadata::new(Actor::User(staff)),
-            )
-            .await;
-        Ok(
-            product_committed(result, &["variants"])?.map(|outcome| ProductChanged {
-                product_id,
-                outcome,
-            }),
-        )
+        self.product_command(staff, product_id, command, "variants")
+            .await
     }
 
     /// Applies `edits` in order, one command each, all caused by one request; stops at
@@ -167,21 +154,13 @@ impl Shop {
                 format!("no variant has SKU {sku}"),
             )));
         };
-        let result = self
-            .commands
-            .products
-            .execute(
-                product_id,
-                ProductCommand::ChangeVariantPrice { sku, price },
-                &CommandMetadata::new(Actor::User(staff)),
-            )
-            .await;
-        Ok(
-            product_committed(result, &["price"])?.map(|outcome| ProductChanged {
-                product_id,
-                outcome,
-            }),
+        self.product_command(
+            staff,
+            product_id,
+            ProductCommand::ChangeVariantPrice { sku, price },
+            "price",
         )
+        .await
     }
 
     /// Shows a product in the shop (`true`) or hides it.
@@ -199,6 +178,17 @@ impl Shop {
         } else {
             ProductCommand::UnpublishProduct
         };
+        self.product_command(staff, product_id, command, "id").await
+    }
+
+    /// One product command on behalf of `staff`, its rejection on `field`.
+    async fn product_command(
+        &self,
+        staff: Uuid,
+        product_id: ProductId,
+        command: ProductCommand,
+        field: &str,
+    ) -> UseCaseResult<ProductChanged> {
         let result = self
             .commands
             .products
@@ -209,7 +199,7 @@ impl Shop {
             )
             .await;
         Ok(
-            product_committed(result, &["id"])?.map(|outcome| ProductChanged {
+            product_committed(result, &[field])?.map(|outcome| ProductChanged {
                 product_id,
                 outcome,
             }),

@@ -2,12 +2,12 @@
 //! refunds.
 
 use chrono::Utc;
-use domain::order::{Canceller, OrderCommand, OrderLine, OrderStatus, ShippingAddress};
+use domain::order::{Canceller, OrderCommand, OrderError, OrderLine, OrderStatus, ShippingAddress};
 use domain::payment::{PaymentCommand, PaymentMethod};
 use domain::{
     Actor, CommandMetadata, Currency, CustomerId, Money, OrderId, ProductId, RefundId, Sku,
 };
-use infra_nats::CommitOutcome;
+use infra_nats::{CommandError, CommitOutcome};
 use saga::keys::{admin_refund_key, provider_key, ProviderStep};
 use saga::provider::RefundRequest;
 use uuid::Uuid;
@@ -386,11 +386,11 @@ impl Shop {
         if let Err(error) = payment.decide(record_on_payment.clone()) {
             return Ok(Err(Rejection::domain(&["amount"], &error)));
         }
-        let mark_order = (!already_refunded).then(|| OrderCommand::MarkRefunded {
+        let mark_order = OrderCommand::MarkRefunded {
             amount,
             reason: input.reason.clone(),
-        });
-        if let Some(mark_order) = &mark_order {
+        };
+        if !already_refunded {
             if let Err(error) = order.decide(mark_order.clone()) {
                 return Ok(Err(Rejection::domain(&["amount"], &error)));
             }
@@ -426,30 +426,39 @@ impl Shop {
             Ok(outcome) => outcome,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let mut position = recorded.position;
-        if let Some(mark_order) = mark_order {
-            let marked = self
-                .commands
-                .orders()
-                .execute(
-                    &order_id.to_string(),
-                    mark_order,
-                    &metadata.caused_by(metadata.command_id, Uuid::new_v5(&refund_id.0, b"order")),
-                )
-                .await;
-            match committed(marked, &["orderId"])? {
-                Ok(outcome) => position = position.max(outcome.position),
+        // Sent on an order already refunded too: a retry of this very refund finds its
+        // command id there and answers with the first outcome.
+        let marked = self
+            .commands
+            .orders()
+            .execute(
+                &order_id.to_string(),
+                mark_order,
+                &metadata.caused_by(metadata.command_id, Uuid::new_v5(&refund_id.0, b"order")),
+            )
+            .await;
+        let position = match marked {
+            // A further partial refund of an order refunded before: the order stays
+            // refunded, and the payment holds this refund.
+            Err(CommandError::Rejected(OrderError::AlreadyRefunded)) if already_refunded => {
+                recorded.position
+            }
+            marked => match committed(marked, &["orderId"])? {
+                Ok(outcome) => recorded.position.max(outcome.position),
                 // Decided on the order above, so only a concurrent change (another refund
                 // that marked it first) gets here: the money went back and the payment
                 // holds it, which is what the customer is owed.
-                Err(rejection) => tracing::warn!(
-                    %order_id,
-                    code = rejection.code,
-                    message = %rejection.message,
-                    "the order refused to be marked refunded after its payment was refunded"
-                ),
-            }
-        }
+                Err(rejection) => {
+                    tracing::warn!(
+                        %order_id,
+                        code = rejection.code,
+                        message = %rejection.message,
+                        "the order refused to be marked refunded after its payment was refunded"
+                    );
+                    recorded.position
+                }
+            },
+        };
         Ok(Ok(Refunded {
             order_id,
             position,
