@@ -177,7 +177,7 @@ impl OperationsMutation {
             Err(DeadLetterError::UnknownId(_) | DeadLetterError::NothingParked { .. }) => {
                 return Err(ApiError::NotFound("dead letter").into())
             }
-            Err(error) => return Err(ApiError::internal(error).into()),
+            Err(error) => return Err(ApiError::internal(infra_nats::ErrorChain(&error)).into()),
         };
         let Some(projection) = projections::registry::by_name(&sequence.consumer) else {
             return Ok(rejected(
@@ -210,7 +210,7 @@ impl OperationsMutation {
             Err(DeadLetterError::NothingParked { .. }) => {
                 return Err(ApiError::NotFound("parked dead letter").into())
             }
-            Err(error) => return Err(ApiError::internal(error).into()),
+            Err(error) => return Err(ApiError::internal(infra_nats::ErrorChain(&error)).into()),
         };
         let positions = |positions: &[i64]| {
             positions
