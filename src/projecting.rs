@@ -845,7 +845,7 @@ pub async fn dlq_bulk(conns: &Connections, bulk: BulkAction) -> anyhow::Result<(
                         consumer = %sequence.consumer,
                         aggregate_type = %sequence.aggregate_type,
                         aggregate_id = %sequence.aggregate_id,
-                        error = %error,
+                        error = %infra_nats::ErrorChain(error.as_ref()),
                         "dead-letter sequence not acted on"
                     );
                 }

@@ -208,7 +208,10 @@ async fn follow(
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "listening for read-model positions; polling meanwhile");
+                    tracing::warn!(
+                        error = %infra_nats::ErrorChain(&error),
+                        "listening for read-model positions; polling meanwhile"
+                    );
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             },
@@ -220,7 +223,9 @@ async fn follow(
                         changed
                     });
                 }
-                Err(error) => tracing::warn!(%error, "reading read-model positions"),
+                Err(error) => {
+                    tracing::warn!(error = %infra_nats::ErrorChain(&error), "reading read-model positions")
+                }
             },
         }
     }

@@ -18,7 +18,11 @@ pub async fn projections(State(deps): State<Dependencies>) -> (StatusCode, Json<
         match projections::status::projector_status(&deps.db, &jetstream, &*projection).await {
             Ok(status) => statuses.push(status),
             Err(error) => {
-                tracing::warn!(projection = projection.name(), %error, "projector status unavailable");
+                tracing::warn!(
+                    projection = projection.name(),
+                    error = %infra_nats::ErrorChain(&error),
+                    "projector status unavailable"
+                );
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     Json(json!({ "error": error.to_string() })),

@@ -57,7 +57,7 @@ impl CheckoutAdmission {
                         .and_then(|oldest| (Utc::now() - oldest).to_std().ok())
                         .unwrap_or(Duration::ZERO),
                     Err(error) => {
-                        tracing::debug!(%error, "sampling the saga backlog failed; admitting");
+                        tracing::debug!(error = %infra_nats::ErrorChain(&error), "sampling the saga backlog failed; admitting");
                         Duration::ZERO
                     }
                 };

@@ -7,7 +7,7 @@ use domain::ErrorCode;
 use infra_nats::{CommandError, CommitOutcome, ProductCommandError, StoreError};
 
 /// The cause of a failure, kept for the operator's log (never shown to a client).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use infra_nats::BoxError;
 
 /// What a use case returns: its result, or the rule the input broke, or why it failed.
 pub type UseCaseResult<T> = Result<Result<T, Rejection>, AppError>;

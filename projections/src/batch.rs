@@ -13,11 +13,14 @@ pub(crate) fn expect_aggregate_type(
     if delivery.aggregate_type() == expected {
         Ok(())
     } else {
-        Err(ApplyError::Decode(format!(
-            "commit at position {} is a `{}` commit, expected `{expected}`",
-            delivery.position(),
-            delivery.aggregate_type()
-        )))
+        Err(ApplyError::Decode(
+            format!(
+                "commit at position {} is a `{}` commit, expected `{expected}`",
+                delivery.position(),
+                delivery.aggregate_type()
+            )
+            .into(),
+        ))
     }
 }
 

@@ -45,18 +45,22 @@ pub(crate) fn decode_commit<'a, A: Aggregate>(
 ) -> Result<Decoded<'a, A::Event>, ApplyError> {
     let envelope = &delivery.commit.envelope;
     let aggregate_id = Uuid::parse_str(&envelope.aggregate_id).map_err(|e| {
-        ApplyError::Decode(format!(
-            "{} id `{}` is not a uuid: {e}",
-            envelope.aggregate_type, envelope.aggregate_id
-        ))
+        ApplyError::Decode(
+            format!(
+                "{} id `{}` is not a uuid: {e}",
+                envelope.aggregate_type, envelope.aggregate_id
+            )
+            .into(),
+        )
     })?;
     let events = delivery
         .events::<A>(upcasters)?
         .into_iter()
         .map(|envelope| envelope.payload)
         .collect();
-    let position = i64::try_from(delivery.position())
-        .map_err(|_| ApplyError::Decode(format!("position {} too large", delivery.position())))?;
+    let position = i64::try_from(delivery.position()).map_err(|_| {
+        ApplyError::Decode(format!("position {} too large", delivery.position()).into())
+    })?;
     Ok(Decoded {
         position,
         aggregate_id,

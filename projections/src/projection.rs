@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::{Aggregate, EventEnvelope};
-use infra_nats::RecordedCommit;
+use infra_nats::{BoxError, RecordedCommit};
 use sqlx::PgConnection;
 
 /// Why a commit is being delivered.
@@ -49,7 +49,7 @@ pub enum ApplyError {
     /// The commit or one of its events does not decode (unknown type, wrong schema,
     /// missing field). Never fixed by retrying: the commit is parked.
     #[error("undecodable event: {0}")]
-    Decode(String),
+    Decode(#[source] BoxError),
     /// The events decode but contradict the read model (an order line for an order the
     /// model never saw, say). Parked.
     #[error("inconsistent with the read model: {0}")]
@@ -88,7 +88,7 @@ impl Delivery<'_> {
     ) -> Result<Vec<EventEnvelope<A>>, ApplyError> {
         self.commit
             .into_event_envelopes::<A>(upcasters)
-            .map_err(|e| ApplyError::Decode(e.to_string()))
+            .map_err(|e| ApplyError::Decode(Box::new(e)))
     }
 }
 

@@ -40,7 +40,7 @@ pub enum StatusError {
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] infra_nats::BoxError),
 }
 
 /// The status of `projection`.
@@ -67,11 +67,11 @@ pub async fn projector_status(
     let mut stream = jetstream
         .get_stream(EVENTS_STREAM)
         .await
-        .map_err(|e| StatusError::Nats(e.to_string()))?;
+        .map_err(|e| StatusError::Nats(Box::new(e)))?;
     let state = stream
         .info()
         .await
-        .map_err(|e| StatusError::Nats(e.to_string()))?
+        .map_err(|e| StatusError::Nats(Box::new(e)))?
         .state
         .clone();
     let position = row.as_ref().map_or(0, |r| to_u64(r.0));

@@ -4,7 +4,7 @@
 
 use domain::saga::{OperatorAction, OrderSaga, Owner, Phase, SagaCommand, SagaEvent};
 use domain::{Actor, CommandMetadata, OrderId};
-use infra_nats::{CommandError, RecordedCommit};
+use infra_nats::{BoxError, CommandError, RecordedCommit};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -46,14 +46,15 @@ pub enum AdminError {
     Refused(String),
     /// The log or the database failed.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
 }
 
 impl From<DriveError> for AdminError {
     fn from(error: DriveError) -> Self {
         match error {
             DriveError::Refused(reason) => AdminError::Refused(reason),
-            DriveError::Store(reason) => AdminError::Unavailable(reason),
+            DriveError::Store(cause) => AdminError::Unavailable(cause),
+            error @ DriveError::Park(_) => AdminError::Unavailable(Box::new(error)),
         }
     }
 }
@@ -67,7 +68,7 @@ pub async fn show(driver: &SagaDriver, order_id: OrderId) -> Result<SagaView, Ad
     let commits = store
         .history(&order_id.to_string())
         .await
-        .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        .map_err(|e| AdminError::Unavailable(Box::new(e)))?;
     if commits.is_empty() {
         return Err(AdminError::NotFound(order_id));
     }
@@ -85,7 +86,7 @@ pub async fn show(driver: &SagaDriver, order_id: OrderId) -> Result<SagaView, Ad
 fn entries(commit: &RecordedCommit) -> Result<Vec<SagaHistoryEntry>, AdminError> {
     let envelopes = commit
         .into_event_envelopes::<OrderSaga>(&domain::saga::upcasters())
-        .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        .map_err(|e| AdminError::Unavailable(Box::new(e)))?;
     Ok(envelopes
         .into_iter()
         .map(|envelope| SagaHistoryEntry {
@@ -168,7 +169,7 @@ async fn intervene(
             return Err(AdminError::NotFound(order_id))
         }
         Err(CommandError::Rejected(error)) => return Err(AdminError::Refused(error.to_string())),
-        Err(error) => return Err(AdminError::Unavailable(error.to_string())),
+        Err(error) => return Err(AdminError::Unavailable(Box::new(error))),
     }
     let outcome = driver
         .drive(order_id, &Owner::Operator(actor_name.clone()))
@@ -185,7 +186,7 @@ async fn intervene(
                 &format!("saga {phase}"),
             )
             .await
-            .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+            .map_err(|e| AdminError::Unavailable(Box::new(e)))?;
         }
     }
     Ok(outcome)

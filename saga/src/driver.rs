@@ -16,7 +16,7 @@ use domain::order::{Canceller, OrderCommand, OrderError, OrderStatus};
 use domain::payment::{PaymentCommand, PaymentError, PaymentMethod, PaymentStatus};
 use domain::saga::{FailedStep, OrderSaga, Owner, Phase, Run, SagaCommand};
 use domain::{OrderId, RefundId};
-use infra_nats::{CommandBus, CommandError, CommitOutcome};
+use infra_nats::{BoxError, CommandBus, CommandError, CommitOutcome, ErrorChain};
 use sqlx::PgPool;
 use tracing::{debug, info, instrument, warn, Instrument};
 
@@ -58,7 +58,11 @@ impl Default for SagaConfig {
 pub enum DriveError {
     /// The saga's own log could not be read or written; the trigger should be redelivered.
     #[error("the saga's log is unavailable: {0}")]
-    Store(String),
+    Store(#[source] BoxError),
+    /// The saga could not be parked in the dead-letter queue; the trigger should be
+    /// redelivered.
+    #[error("parking in the dead-letter queue: {0}")]
+    Park(#[source] sqlx::Error),
     /// The saga refused a recording in a way no retry fixes.
     #[error("the saga refused a recording: {0}")]
     Refused(String),
@@ -122,9 +126,9 @@ impl SagaDriver {
             .buses
             .sagas
             .store()
-            .load_aggregate(&order_id.to_string())
+            .load_context(&order_id.to_string())
             .await
-            .map_err(|e| DriveError::Store(e.to_string()))?;
+            .map_err(|e| DriveError::Store(Box::new(e)))?;
         Ok(context.state().clone())
     }
 
@@ -135,7 +139,7 @@ impl SagaDriver {
             .store()
             .load_fresh(&order_id.to_string())
             .await
-            .map_err(|e| DriveError::Store(e.to_string()))?;
+            .map_err(|e| DriveError::Store(Box::new(e)))?;
         Ok(context.state().clone())
     }
 
@@ -165,10 +169,10 @@ impl SagaDriver {
                     return Err(DriveError::Refused(error.to_string()))
                 }
                 Err(error) if attempt < 8 => {
-                    warn!(%order_id, attempt, %error, "recording on the saga failed, trying again");
+                    warn!(%order_id, attempt, error = %ErrorChain(&error), "recording on the saga failed, trying again");
                     tokio::time::sleep(self.config.backoff.pause(attempt)).await;
                 }
-                Err(error) => return Err(DriveError::Store(error.to_string())),
+                Err(error) => return Err(DriveError::Store(Box::new(error))),
             }
         }
     }
@@ -756,13 +760,13 @@ impl SagaDriver {
             .buses
             .sagas
             .store()
-            .load_aggregate(&id)
+            .load_context(&id)
             .await
-            .map_err(|e| DriveError::Store(e.to_string()))?
+            .map_err(|e| DriveError::Store(Box::new(e)))?
             .position();
         parking::park(&self.db, run, step, error, position)
             .await
-            .map_err(|e| DriveError::Store(format!("parking in the dead-letter queue: {e}")))
+            .map_err(DriveError::Park)
     }
 }
 

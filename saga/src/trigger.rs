@@ -17,7 +17,7 @@ use domain::saga::{Owner, SagaCommand, SagaLine, SagaStart};
 use domain::OrderId;
 use futures::StreamExt;
 use infra_nats::subjects::{aggregate_type_filter, headers, EVENTS_STREAM};
-use infra_nats::{CommandError, RecordedCommit, RemoteTrace};
+use infra_nats::{BoxError, CommandError, ErrorChain, RecordedCommit, RemoteTrace};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn, Instrument};
@@ -54,7 +54,7 @@ impl Default for TriggerConfig {
 pub enum TriggerError {
     /// NATS refused to create or read the consumer.
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] BoxError),
 }
 
 /// Consumes order events and drives their sagas until `shutdown` completes; sagas in
@@ -83,7 +83,7 @@ pub async fn run(
         let message = match message {
             Some(Ok(message)) => message,
             Some(Err(error)) => {
-                warn!(%error, "reading order events failed; continuing");
+                warn!(error = %ErrorChain(&error), "reading order events failed; continuing");
                 continue;
             }
             None => {
@@ -106,7 +106,7 @@ pub async fn run(
                             break;
                         }
                         Err(error) => {
-                            warn!(%error, "opening the saga consumer failed; trying again");
+                            warn!(error = %ErrorChain(&error), "opening the saga consumer failed; trying again");
                         }
                     }
                 }
@@ -139,8 +139,11 @@ async fn open_messages(
     js: &jetstream::Context,
     config: &TriggerConfig,
 ) -> Result<consumer::pull::Stream, TriggerError> {
-    let nats = |e: &dyn std::fmt::Display| TriggerError::Nats(e.to_string());
-    let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(&e))?;
+    let nats = |e: BoxError| TriggerError::Nats(e);
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(|e| nats(Box::new(e)))?;
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
             &config.consumer,
@@ -155,14 +158,14 @@ async fn open_messages(
             },
         )
         .await
-        .map_err(|e| nats(&e))?;
+        .map_err(|e| nats(Box::new(e)))?;
     consumer
         .stream()
         .max_messages_per_batch(config.max_in_flight)
         .heartbeat(Duration::from_secs(5))
         .messages()
         .await
-        .map_err(|e| nats(&e))
+        .map_err(|e| nats(Box::new(e)))
 }
 
 async fn handle(driver: &SagaDriver, message: jetstream::Message, heartbeat: Duration) {
@@ -182,7 +185,7 @@ async fn handle(driver: &SagaDriver, message: jetstream::Message, heartbeat: Dur
     let ack = match result {
         Ok(()) => message.ack().await,
         Err(error) => {
-            warn!(%error, "saga trigger not finished; it will be redelivered");
+            warn!(error = %ErrorChain(&error), "saga trigger not finished; it will be redelivered");
             message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await
@@ -190,7 +193,7 @@ async fn handle(driver: &SagaDriver, message: jetstream::Message, heartbeat: Dur
     };
     if let Err(error) = ack {
         // The redelivery that follows finds the saga where this one left it.
-        warn!(%error, "acknowledging a saga trigger failed");
+        warn!(error = %ErrorChain(&*error), "acknowledging a saga trigger failed");
     }
 }
 
@@ -208,9 +211,7 @@ async fn drive_trigger(
     if !relevant {
         return Ok(());
     }
-    let info = message
-        .info()
-        .map_err(|e| DriveError::Store(e.to_string()))?;
+    let info = message.info().map_err(DriveError::Store)?;
     let (position, published) = (info.stream_sequence, info.published);
     let correlation_id = message
         .headers
@@ -245,7 +246,7 @@ async fn react(
         Ok(events) => events,
         Err(decode) => {
             // Not an order commit this code understands; nothing a retry could change.
-            error!(position, %decode, "an order commit does not decode; the saga skips it");
+            error!(position, error = %ErrorChain(&decode), "an order commit does not decode; the saga skips it");
             return Ok(());
         }
     };
@@ -384,7 +385,7 @@ async fn cancel_unstartable(
         .await
     {
         Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
-        Err(error) => Err(DriveError::Store(error.to_string())),
+        Err(error) => Err(DriveError::Store(Box::new(error))),
     }
 }
 

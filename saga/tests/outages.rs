@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use domain::order::OrderStatus;
 use domain::saga::Phase;
+use domain::OrderId;
 use futures::StreamExt;
+use infra_nats::StoreError;
 use saga::provider::SimulatorConfig;
+use saga::DriveError;
 use support::{fast_saga, Harness};
 
 const ORDERS: usize = 120;
@@ -129,5 +132,28 @@ async fn a_deleted_saga_consumer_is_opened_again_and_orders_still_complete() {
     assert_eq!((mug.on_hand(), mug.reserved()), (7, 0));
     let ledger = shop.provider.ledger().await.unwrap();
     assert_eq!(ledger.captured_minor, 850 * 3);
+    shop.stop().await;
+}
+
+/// An operator sees why a saga could not be driven: the driver's error keeps the event
+/// store's failure as its cause rather than a copy of its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_log_out_of_reach_is_the_cause_of_the_drive_error() {
+    let mut shop = Harness::start(0, SimulatorConfig::default(), fast_saga()).await;
+    let driver = shop.driver().await;
+    shop.nats.kill();
+
+    let error = driver
+        .load(OrderId::from_uuid(uuid::Uuid::new_v4()))
+        .await
+        .expect_err("nats-server is down");
+
+    let cause =
+        std::error::Error::source(&error).and_then(|cause| cause.downcast_ref::<StoreError>());
+    assert!(
+        matches!(error, DriveError::Store(_)) && matches!(cause, Some(StoreError::Nats(_))),
+        "{error:?}"
+    );
+    shop.nats.restart();
     shop.stop().await;
 }

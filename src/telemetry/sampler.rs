@@ -36,7 +36,10 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         if let Err(error) = sample(&db, &jetstream).await {
-            tracing::warn!(%error, "sampling lag and dead letters failed; trying again later");
+            tracing::warn!(
+                error = %infra_nats::ErrorChain(error.as_ref()),
+                "sampling lag and dead letters failed; trying again later"
+            );
         }
     }
 }

@@ -365,7 +365,7 @@ impl Accounts {
         let refresh = RefreshToken::generate()?;
         let expires_at = Utc::now()
             .checked_add_signed(self.inner.refresh_ttl)
-            .ok_or_else(|| AuthError::Hashing("refresh token expiry out of range".to_owned()))?;
+            .ok_or_else(|| AuthError::Hashing("refresh token expiry out of range".into()))?;
         sqlx::query(
             "INSERT INTO accounts.refresh_tokens (token_hash, account_id, family_id, expires_at)
              VALUES ($1, $2, $3, $4)",

@@ -43,9 +43,10 @@ pub enum AuthError {
     /// PostgreSQL failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// Hashing or verifying a password, or signing a token, failed.
+    /// Hashing or verifying a password, or signing a token, failed; the cause is kept for
+    /// the log.
     #[error("hashing failed: {0}")]
-    Hashing(String),
+    Hashing(#[source] infra_nats::BoxError),
 }
 
 impl AuthError {

@@ -46,7 +46,7 @@ pub(crate) async fn hash(password: &str) -> Result<String, AuthError> {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
-            .map_err(|error| AuthError::Hashing(error.to_string()))
+            .map_err(|error| AuthError::Hashing(Box::new(error)))
     })
     .await
 }
@@ -59,7 +59,7 @@ pub(crate) async fn verify(password: &str, hash: &str) -> Result<bool, AuthError
         move || match Argon2::default().verify_password(password.as_bytes(), hash.as_str()) {
             Ok(()) => Ok(true),
             Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-            Err(error) => Err(AuthError::Hashing(error.to_string())),
+            Err(error) => Err(AuthError::Hashing(Box::new(error))),
         },
     )
     .await
@@ -70,7 +70,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AuthError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| AuthError::Hashing(format!("hashing task failed: {error}")))?
+        .map_err(|error| AuthError::Hashing(Box::new(error)))?
 }
 
 #[cfg(test)]

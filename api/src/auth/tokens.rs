@@ -70,7 +70,7 @@ impl AccessTokens {
         let expires_at = now
             .checked_add_signed(self.ttl)
             .and_then(|at| DateTime::from_timestamp(at.timestamp(), 0))
-            .ok_or_else(|| AuthError::Hashing("access token expiry out of range".to_owned()))?;
+            .ok_or_else(|| AuthError::Hashing("access token expiry out of range".into()))?;
         let claims = Claims {
             sub: account_id,
             role: role.as_str().to_owned(),
@@ -81,7 +81,7 @@ impl AccessTokens {
             jti: Uuid::new_v4(),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
-            .map_err(|error| AuthError::Hashing(format!("signing access token: {error}")))?;
+            .map_err(|error| AuthError::Hashing(Box::new(error)))?;
         Ok((token, expires_at))
     }
 
@@ -112,8 +112,7 @@ pub(crate) struct RefreshToken {
 impl RefreshToken {
     pub(crate) fn generate() -> Result<Self, AuthError> {
         let mut bytes = [0_u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|error| AuthError::Hashing(format!("no randomness: {error}")))?;
+        getrandom::fill(&mut bytes).map_err(|error| AuthError::Hashing(Box::new(error)))?;
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let hash = hash_refresh_token(&token);
         Ok(Self { token, hash })

@@ -220,7 +220,7 @@ impl AuditQuery {
                     ApiError::bad_input(error.to_string())
                 }
                 AsOfError::NotFound(_) => ApiError::NotFound("order"),
-                other => ApiError::internal(other),
+                other => ApiError::internal(infra_nats::ErrorChain(&other)),
             })?;
         Ok(OrderAsOfView {
             position: Position(view.position),

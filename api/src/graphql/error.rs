@@ -2,6 +2,7 @@
 //! internal cause is logged here, never sent.
 
 use async_graphql::ErrorExtensions;
+use infra_nats::ErrorChain;
 use projections::page::QueryError;
 
 /// A request the API cannot serve, as clients see it.
@@ -104,9 +105,9 @@ impl ApiError {
     /// was shutting down or had no connection to spare; [`ApiError::Internal`] otherwise.
     pub fn database(error: sqlx::Error) -> Self {
         if is_unavailable(&error) {
-            ApiError::unavailable(error)
+            ApiError::unavailable(chain(&error))
         } else {
-            ApiError::internal(error)
+            ApiError::internal(chain(&error))
         }
     }
 
@@ -124,7 +125,7 @@ impl ApiError {
     pub fn auth(error: crate::auth::AuthError) -> Self {
         match error {
             crate::auth::AuthError::Database(error) => ApiError::database(error),
-            other => ApiError::internal(other),
+            other => ApiError::internal(chain(&other)),
         }
     }
 
@@ -188,18 +189,7 @@ impl From<application::AppError> for ApiError {
 
 /// An error and every cause under it, for the log.
 fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Messages that already spell their cause out are not repeated.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    ErrorChain(error).to_string()
 }
 
 impl From<sqlx::Error> for ApiError {

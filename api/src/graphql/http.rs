@@ -189,7 +189,7 @@ fn viewer(accounts: &Accounts, headers: &HeaderMap) -> Result<Option<Principal>,
         .map(|(_, token)| token)
         .ok_or(ApiError::Unauthenticated)?;
     accounts.verify(token.trim()).map(Some).map_err(|error| {
-        tracing::debug!(%error, "refused an access token");
+        tracing::debug!(error = %infra_nats::ErrorChain(&error), "refused an access token");
         ApiError::Unauthenticated
     })
 }

@@ -10,6 +10,7 @@ use domain::{CommandMetadata, ErrorCode, ProductId};
 use tracing::warn;
 
 use crate::command_bus::{CommandBus, CommandError, CommitOutcome};
+use crate::error::ErrorChain;
 use crate::sku_registry::{SkuRegistry, SkuReservationError};
 
 /// Why a product command did not take effect.
@@ -87,7 +88,7 @@ impl ProductCommands {
         if matches!(result, Err(CommandError::Rejected(_))) {
             for sku in &reserved_now {
                 if let Err(error) = self.skus.release(sku, &owner).await {
-                    warn!(sku, %error, "SKU stays reserved after a rejected command");
+                    warn!(sku, error = %ErrorChain(&error), "SKU stays reserved after a rejected command");
                 }
             }
         }

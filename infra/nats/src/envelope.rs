@@ -69,7 +69,8 @@ impl CommitEnvelope {
     /// Builds the envelope of a command's events.
     ///
     /// # Errors
-    /// [`StoreError::Metadata`] when the command id is missing, or an event does not serialise.
+    /// [`StoreError::Metadata`] when the command id is missing, [`StoreError::Encode`] when
+    /// an event does not serialise.
     pub fn new<A: Aggregate>(
         aggregate_id: &str,
         first_sequence: usize,
@@ -99,9 +100,7 @@ impl CommitEnvelope {
                     event_id: Uuid::now_v7(),
                     event_type: event.event_type(),
                     event_version: event.event_version(),
-                    payload: serde_json::to_value(event).map_err(|e| {
-                        StoreError::Metadata(format!("event does not serialise: {e}"))
-                    })?,
+                    payload: serde_json::to_value(event).map_err(StoreError::Encode)?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;

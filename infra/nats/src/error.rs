@@ -21,10 +21,46 @@ pub enum StoreError {
     /// Command metadata was missing or malformed.
     #[error("bad command metadata: {0}")]
     Metadata(String),
+    /// An event does not serialise (its `Serialize` is broken); nothing was appended.
+    #[error("an event does not serialise: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// The cause of a failure, kept for the operator's log (never shown to a client).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error and every cause under it, one line for the operator's log:
+/// `tracing::warn!(error = %ErrorChain(&error), ...)`.
+///
+/// Our errors say what failed and keep the cause both in their message and as
+/// [`std::error::Error::source`], and so do many of our dependencies' errors; a cause whose
+/// message is already part of the line is therefore not repeated, but the walk goes on
+/// below it, so a cause that only `source` holds (an I/O error under a driver's error,
+/// say) still reaches the log.
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+impl std::fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 impl StoreError {
     /// A NATS failure, keeping its cause.
@@ -45,7 +81,42 @@ impl StoreError {
             StoreError::Conflict { .. } => AggregateError::AggregateConflict,
             StoreError::Nats(_) => AggregateError::DatabaseConnectionError(Box::new(self)),
             StoreError::Decode { .. } => AggregateError::DeserializationError(Box::new(self)),
-            StoreError::Metadata(_) => AggregateError::UnexpectedError(Box::new(self)),
+            StoreError::Metadata(_) | StoreError::Encode(_) => {
+                AggregateError::UnexpectedError(Box::new(self))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver error that names what failed but keeps the I/O error under it only as
+    /// its source, as sqlx and async-nats errors often do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection lost")]
+    struct Driver(#[source] std::io::Error);
+
+    fn refused() -> StoreError {
+        StoreError::nats(Driver(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused by 127.0.0.1:4222",
+        )))
+    }
+
+    #[test]
+    fn a_store_error_keeps_its_cause_as_its_source() {
+        let error = refused();
+        let cause = std::error::Error::source(&error).expect("a cause");
+        assert!(cause.downcast_ref::<Driver>().is_some(), "{cause:?}");
+    }
+
+    #[test]
+    fn the_chain_reaches_a_cause_only_the_source_holds_and_says_each_message_once() {
+        assert_eq!(
+            ErrorChain(&refused()).to_string(),
+            "nats: connection lost: refused by 127.0.0.1:4222"
+        );
     }
 }

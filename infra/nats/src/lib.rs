@@ -24,7 +24,7 @@ pub mod trace_context;
 pub use catalog::{ProductCommandError, ProductCommands, SkuTaken};
 pub use command_bus::{CommandBus, CommandError, CommitOutcome, ConflictPolicy};
 pub use envelope::{CommitEnvelope, RecordedCommit, StoredEvent};
-pub use error::StoreError;
+pub use error::{BoxError, ErrorChain, StoreError};
 pub use provision::{
     check_server, connect, provision, ServerCheckError, StreamSettings, MINIMUM_SERVER_VERSION,
 };

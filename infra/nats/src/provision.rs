@@ -24,8 +24,12 @@ pub enum ServerCheckError {
         MINIMUM_SERVER_VERSION.0, MINIMUM_SERVER_VERSION.1, MINIMUM_SERVER_VERSION.2
     )]
     TooOld { found: String },
-    #[error("nats-server {version} does not have JetStream enabled (start it with -js): {reason}")]
-    NoJetStream { version: String, reason: String },
+    #[error("nats-server {version} does not have JetStream enabled (start it with -js): {source}")]
+    NoJetStream {
+        version: String,
+        #[source]
+        source: async_nats::jetstream::context::AccountError,
+    },
     #[error("cannot parse the nats-server version `{0}`")]
     BadVersion(String),
 }
@@ -95,9 +99,9 @@ pub async fn check_server(client: &async_nats::Client) -> Result<(), ServerCheck
     jetstream::new(client.clone())
         .query_account()
         .await
-        .map_err(|e| ServerCheckError::NoJetStream {
+        .map_err(|source| ServerCheckError::NoJetStream {
             version: version.clone(),
-            reason: e.to_string(),
+            source,
         })?;
     Ok(())
 }

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tracing::{debug, instrument, warn};
 
 use crate::envelope::{CommitEnvelope, RecordedCommit};
-use crate::error::StoreError;
+use crate::error::{BoxError, ErrorChain, StoreError};
 use crate::reader::{read_subject, read_subject_batch, DIRECT_GET_BATCH};
 use crate::subjects::{aggregate_subject, headers, snapshot_key, SNAPSHOTS_BUCKET};
 
@@ -372,7 +372,7 @@ impl<A: Aggregate> JetStreamEventStore<A> {
             // A snapshot is only a cache: one that no longer fits the aggregate's state
             // (its shape changed) is ignored and the state is rebuilt from the log.
             Err(error) => {
-                warn!(aggregate_id, %error, "ignoring an unreadable snapshot");
+                warn!(aggregate_id, error = %ErrorChain(&error), "ignoring an unreadable snapshot");
                 Ok(None)
             }
         }
@@ -426,7 +426,12 @@ impl<A: Aggregate> JetStreamEventStore<A> {
     }
 
     /// The aggregate as the next command decides on it: the cached state, else the log.
-    pub(crate) async fn load_context(
+    /// What [`EventStore::load_aggregate`] returns, with the [`StoreError`] itself (and so
+    /// its cause) rather than cqrs-es's `AggregateError`, which hides it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the log or the snapshot cannot be read or decoded.
+    pub async fn load_context(
         &self,
         aggregate_id: &str,
     ) -> Result<JetStreamAggregateContext<A>, StoreError> {
@@ -498,12 +503,12 @@ impl<A: Aggregate> JetStreamEventStore<A> {
                 .put(&key, bytes.into())
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(BoxError::from),
+            Err(e) => Err(BoxError::from(e)),
         };
         match result {
             Ok(()) => debug!(key, version = folded.version, "snapshot written"),
-            Err(error) => warn!(key, %error, "snapshot not written"),
+            Err(error) => warn!(key, error = %ErrorChain(&*error), "snapshot not written"),
         }
     }
 

@@ -81,11 +81,14 @@ impl Projection for CatalogProjection {
                     inventory_commits.push((delivery, events));
                 }
                 other => {
-                    return Err(ApplyError::Decode(format!(
-                        "commit at position {} is a `{other}` commit, which the catalog does \
+                    return Err(ApplyError::Decode(
+                        format!(
+                            "commit at position {} is a `{other}` commit, which the catalog does \
                          not consume",
-                        delivery.position()
-                    )));
+                            delivery.position()
+                        )
+                        .into(),
+                    ));
                 }
             }
         }
@@ -137,9 +140,12 @@ impl Projection for CatalogProjection {
 fn product_id(delivery: &Delivery<'_>) -> Result<Uuid, ApplyError> {
     let id = &delivery.commit.envelope.aggregate_id;
     Uuid::parse_str(id).map_err(|e| {
-        ApplyError::Decode(format!(
-            "product commit at position {} has aggregate id {id:?}, not a uuid: {e}",
-            delivery.position()
-        ))
+        ApplyError::Decode(
+            format!(
+                "product commit at position {} has aggregate id {id:?}, not a uuid: {e}",
+                delivery.position()
+            )
+            .into(),
+        )
     })
 }

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use infra_nats::{BoxError, ErrorChain};
 use sqlx::PgPool;
 use tracing::instrument;
 
@@ -71,7 +72,7 @@ pub struct DispatchReport {
 pub enum DispatchError {
     /// A claimed row does not read back (a bug or a hand edit).
     #[error("corrupt outbox row: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] BoxError),
     /// PostgreSQL failed; rows already claimed become due again when their lease ends.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -247,7 +248,7 @@ pub async fn run_dispatcher(
         let busy = match dispatch_with(&pool, sender, config.batch_size, &config.retry).await {
             Ok(report) => report.claimed == config.batch_size,
             Err(e) => {
-                tracing::warn!(error = %e, "dispatching notifications failed");
+                tracing::warn!(error = %ErrorChain(&e), "dispatching notifications failed");
                 false
             }
         };

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use domain::{CustomerId, OrderId};
+use infra_nats::BoxError;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -74,16 +75,15 @@ pub(super) const NOTIFICATION_COLUMNS: &str =
 
 impl Notification {
     /// Reads the [`NOTIFICATION_COLUMNS`] of an outbox row.
-    pub(super) fn from_row(row: &PgRow) -> Result<Self, String> {
-        let column = |e: sqlx::Error| format!("outbox row: {e}");
-        let kind: String = row.try_get("kind").map_err(column)?;
+    pub(super) fn from_row(row: &PgRow) -> Result<Self, BoxError> {
+        let kind: String = row.try_get("kind")?;
         Ok(Self {
-            id: row.try_get("id").map_err(column)?,
-            kind: kind.parse()?,
-            customer_id: CustomerId::from_uuid(row.try_get("customer_id").map_err(column)?),
-            order_id: OrderId::from_uuid(row.try_get("order_id").map_err(column)?),
-            payload: row.try_get("payload").map_err(column)?,
-            occurred_at: row.try_get("occurred_at").map_err(column)?,
+            id: row.try_get("id")?,
+            kind: kind.parse::<NotificationKind>()?,
+            customer_id: CustomerId::from_uuid(row.try_get("customer_id")?),
+            order_id: OrderId::from_uuid(row.try_get("order_id")?),
+            payload: row.try_get("payload")?,
+            occurred_at: row.try_get("occurred_at")?,
         })
     }
 }
@@ -147,7 +147,7 @@ pub enum QueryError {
     InvalidCursor(String),
     /// A stored row does not read back (a bug or a hand edit).
     #[error("corrupt outbox row: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] BoxError),
     /// PostgreSQL failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
 use infra_nats::subjects::{aggregate_type_filter, EVENTS_STREAM};
-use infra_nats::RemoteTrace;
+use infra_nats::{BoxError, ErrorChain, RemoteTrace};
 use sqlx::{PgConnection, PgPool};
 use tracing::{Instrument, Span};
 
+use super::rebuild::RebuildError;
 use super::sink::{BatchError, Incoming, RetryPolicy, Sink, Target};
 use crate::projection::{DeliveryMode, Projection};
 
@@ -59,7 +60,7 @@ enum LeadError {
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] BoxError),
     #[error("{0}")]
     Batch(#[from] BatchError),
     #[error("lost the leadership lock")]
@@ -71,7 +72,7 @@ enum LeadError {
         position: u64,
     },
     #[error("rebuild: {0}")]
-    Rebuild(String),
+    Rebuild(#[source] RebuildError),
 }
 
 /// A projection fed from the log.
@@ -139,7 +140,7 @@ impl Projector {
                     }
                     Err(error) => {
                         failures += 1;
-                        tracing::warn!(projector = name, %error, "projector stopped leading; retrying");
+                        tracing::warn!(projector = name, error = %ErrorChain(&error), "projector stopped leading; retrying");
                         self.config.retry.backoff(failures).max(Duration::from_millis(50))
                     }
                 },
@@ -198,7 +199,7 @@ impl Projector {
                 |_| {},
             )
             .await
-            .map_err(|e| LeadError::Rebuild(e.to_string()))?;
+            .map_err(LeadError::Rebuild)?;
             (sink, term) = Sink::take_over(target, self.pool.clone(), self.config.retry).await?;
         }
         let consumer = self.recreate_consumer(term.position + 1).await?;
@@ -306,7 +307,7 @@ impl Projector {
             if let Some(message) = last_message {
                 // A courtesy: the position is already committed in PostgreSQL.
                 if let Err(error) = message.ack_with(AckKind::Ack).await {
-                    tracing::debug!(%error, "ack failed");
+                    tracing::debug!(error = %ErrorChain(&*error), "ack failed");
                 }
             }
         }
@@ -325,7 +326,7 @@ impl Projector {
         // Deliveries held by a previous instance die with the old consumer. A missing
         // consumer is the normal case on first start; other failures surface below.
         if let Err(error) = stream.delete_consumer(&name).await {
-            tracing::debug!(%error, consumer = %name, "old consumer not deleted");
+            tracing::debug!(error = %ErrorChain(&error), consumer = %name, "old consumer not deleted");
         }
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
@@ -352,7 +353,7 @@ impl Projector {
         .execute(&self.pool)
         .await;
         if let Err(error) = recorded {
-            tracing::warn!(%error, "could not record the gap");
+            tracing::warn!(error = %ErrorChain(&error), "could not record the gap");
         }
     }
 }
@@ -398,6 +399,6 @@ pub fn consumer_filter(aggregate_types: &[&str]) -> String {
     }
 }
 
-fn nats(error: impl std::fmt::Display) -> LeadError {
-    LeadError::Nats(error.to_string())
+fn nats(error: impl Into<BoxError>) -> LeadError {
+    LeadError::Nats(error.into())
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use infra_nats::subjects::{aggregate_type_filter, EVENTS_STREAM};
+use infra_nats::BoxError;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::sink::{to_i64, to_u64, BatchError, Incoming, RetryPolicy, Sink, Target};
@@ -88,7 +89,7 @@ pub enum RebuildError {
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] BoxError),
     #[error("{0}")]
     Batch(#[from] BatchError),
 }
@@ -326,15 +327,15 @@ async fn read_batch<S, E>(
 ) -> Result<(Vec<Incoming>, u64), RebuildError>
 where
     S: futures::Stream<Item = Vec<Result<jetstream::Message, E>>> + Unpin,
-    E: std::fmt::Display,
+    E: Into<BoxError>,
 {
     let mut batch = Vec::with_capacity(batch_size);
     let mut remaining = 0;
     // Read on while the server has more for us, up to a full batch.
     while batch.is_empty() || remaining > 0 && batch.len() < batch_size {
         let chunk = match tokio::time::timeout(Duration::from_secs(10), chunks.next()).await {
-            Err(_) => return Err(RebuildError::Nats("no commit read for 10 s".into())),
-            Ok(None) => return Err(RebuildError::Nats("the reader ended".into())),
+            Err(_) => return Err(nats("no commit read for 10 s")),
+            Ok(None) => return Err(nats("the reader ended")),
             Ok(Some(chunk)) => chunk,
         };
         for message in chunk {
@@ -479,6 +480,6 @@ pub(crate) fn quoted(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-pub(crate) fn nats(error: impl std::fmt::Display) -> RebuildError {
-    RebuildError::Nats(error.to_string())
+pub(crate) fn nats(error: impl Into<BoxError>) -> RebuildError {
+    RebuildError::Nats(error.into())
 }

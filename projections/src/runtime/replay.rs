@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use infra_nats::subjects::{aggregate_subject, aggregate_type_filter, EVENTS_SUBJECTS};
-use infra_nats::RecordedCommit;
+use infra_nats::{BoxError, RecordedCommit};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Acquire, PgConnection, PgPool};
@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::sink::{to_i64, to_u64};
 use crate::dead_letters;
-use crate::projection::{Delivery, DeliveryMode, Projection};
+use crate::projection::{ApplyError, Delivery, DeliveryMode, Projection};
 
 /// The target name of the saga's replay mode.
 pub const SAGA_TARGET: &str = "saga";
@@ -133,11 +133,15 @@ pub enum ReplayError {
     )]
     PastLive { name: String, live: u64 },
     #[error("the projection refused the commit at position {position}: {error}")]
-    Apply { position: u64, error: String },
+    Apply {
+        position: u64,
+        #[source]
+        error: ApplyError,
+    },
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] BoxError),
 }
 
 /// A `public.replays` row as stored.
@@ -466,13 +470,13 @@ pub async fn apply_chunk(
                 {
                     return Err(ReplayError::Apply {
                         position: delivery.position(),
-                        error: one.to_string(),
+                        error: one,
                     });
                 }
             }
             return Err(ReplayError::Apply {
                 position: deliveries[0].position(),
-                error: error.to_string(),
+                error,
             });
         }
     }
@@ -536,7 +540,7 @@ impl RangeReader {
         let to = self.selection.to;
         let raw = infra_nats::read_batch(&self.client, &self.filter, self.after, max.max(1))
             .await
-            .map_err(|e| ReplayError::Nats(e.to_string()))?;
+            .map_err(|e| ReplayError::Nats(Box::new(e)))?;
         let mut commits = Vec::with_capacity(raw.len());
         let mut end = self.after;
         // Nothing selected is left once the log has nothing more, or goes past `to`.
@@ -548,7 +552,7 @@ impl RangeReader {
             }
             end = position;
             let commit = RecordedCommit::decode(position, &payload)
-                .map_err(|e| ReplayError::Nats(format!("position {position}: {e}")))?;
+                .map_err(|e| ReplayError::Nats(Box::new(e)))?;
             let envelope = &commit.envelope;
             if self
                 .selection

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use infra_nats::subjects::parse_aggregate_subject;
-use infra_nats::{RecordedCommit, RemoteTrace};
+use infra_nats::{BoxError, ErrorChain, RecordedCommit, RemoteTrace};
 use sqlx::{PgConnection, PgPool};
 
 use super::failure::{is_transient, is_transient_sql};
@@ -101,14 +101,15 @@ pub enum BatchError {
     /// PostgreSQL is unavailable or the transaction lost a race: retry the same batch
     /// after a pause.
     #[error("transient: {0}")]
-    Transient(String),
+    Transient(#[source] BoxError),
     /// A commit failed for a reason of its own but has attempts left: retry the same
     /// batch after a pause.
     #[error("commit at position {position} failed (attempt {attempt}): {error}")]
     Retryable {
         position: u64,
         attempt: u32,
-        error: String,
+        #[source]
+        error: ApplyError,
     },
     /// Another instance became the active one: stop writing.
     #[error("fenced: another instance holds epoch {current} (this one has {ours})")]
@@ -229,7 +230,7 @@ impl Sink {
                     let pause = self.retry.backoff(attempt);
                     tracing::warn!(
                         consumer = %self.target.consumer,
-                        %error,
+                        error = %ErrorChain(&error),
                         retry_in_ms = pause.as_millis() as u64,
                         "batch not applied; retrying"
                     );
@@ -319,7 +320,7 @@ impl Sink {
         match applied {
             Ok(()) => outcome.applied = deliveries.len(),
             Err(error) if is_transient(&error) => {
-                return Err(BatchError::Transient(error.to_string()))
+                return Err(BatchError::Transient(Box::new(error)))
             }
             Err(_) => {
                 rollback_to(&mut tx, "batch").await?;
@@ -339,7 +340,7 @@ impl Sink {
                     {
                         Ok(()) => outcome.applied += 1,
                         Err(error) if is_transient(&error) => {
-                            return Err(BatchError::Transient(error.to_string()))
+                            return Err(BatchError::Transient(Box::new(error)))
                         }
                         Err(error) => {
                             rollback_to(&mut tx, "one").await?;
@@ -354,7 +355,7 @@ impl Sink {
                                 return Err(BatchError::Retryable {
                                     position: message.position,
                                     attempt,
-                                    error: error.to_string(),
+                                    error,
                                 });
                             }
                             parked.insert(key.clone(), message.position);
@@ -495,9 +496,9 @@ async fn rollback_to(conn: &mut PgConnection, name: &str) -> Result<(), BatchErr
 /// bug in this module; either way the batch is retried, not parked.
 fn transient(error: sqlx::Error) -> BatchError {
     if !is_transient_sql(&error) {
-        tracing::error!(%error, "runtime statement failed");
+        tracing::error!(error = %ErrorChain(&error), "runtime statement failed");
     }
-    BatchError::Transient(error.to_string())
+    BatchError::Transient(Box::new(error))
 }
 
 pub(crate) fn to_u64(value: i64) -> u64 {

@@ -229,7 +229,7 @@ fn check(
 /// The event's fields as a JSON object (`{}` for an event without fields), the card
 /// token left out.
 fn detail(event: &SagaEvent) -> Result<serde_json::Value, ApplyError> {
-    let value = serde_json::to_value(event).map_err(|e| ApplyError::Decode(e.to_string()))?;
+    let value = serde_json::to_value(event).map_err(|e| ApplyError::Decode(Box::new(e)))?;
     // Serde tags an enum externally: `{"Variant": {fields}}`, or `"Variant"` alone.
     let mut fields = match value {
         serde_json::Value::Object(tagged) => tagged
@@ -297,7 +297,7 @@ impl InstanceRow {
             ApplyError::Inconsistent(format!("saga {saga_id}: too many compensation rounds"))
         })?;
         let state =
-            serde_json::to_value(&instance.saga).map_err(|e| ApplyError::Decode(e.to_string()))?;
+            serde_json::to_value(&instance.saga).map_err(|e| ApplyError::Decode(Box::new(e)))?;
         Ok(InstanceRow {
             saga_id,
             order_id: run.order_id.as_uuid(),
