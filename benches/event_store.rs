@@ -4,8 +4,8 @@
 //! and measures on them, at 1, 16 and 64 concurrent writers over distinct aggregates:
 //!
 //! - (a) raw JetStream publish with `Nats-Expected-Last-Subject-Sequence`: the ceiling;
-//! - (b) an inventory `ReceiveStock` command through `CqrsFramework` on the JetStream
-//!   store (`infra_nats::CommandBus`: load, decide, append);
+//! - (b) an inventory `ReceiveStock` command through `infra_nats::CommandBus` on the
+//!   JetStream store (load, decide, append);
 //! - (c) the same command through `CqrsFramework` on postgres-es: the peer.
 //!
 //! The levels are equally durable: "lazy" is JetStream's default sync against
@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         WARM_UP.as_millis(),
         config.writers,
     );
-    println!("(a) raw JetStream publish, expected-sequence header and unique Msg-Id, awaiting each ack; (b) `ReceiveStock` through `CommandBus` (`CqrsFramework` on the JetStream store); (c) `ReceiveStock` through `CqrsFramework` on postgres-es.");
+    println!("(a) raw JetStream publish, expected-sequence header and unique Msg-Id, awaiting each ack; (b) `ReceiveStock` through `CommandBus` (load, decide, append on the JetStream store); (c) `ReceiveStock` through `CqrsFramework` on postgres-es.");
     println!(
         "postgres-es pool: one connection per writer, at most {}; NATS: one connection per cell.",
         config.pg_pool_cap
