@@ -153,7 +153,13 @@ async fn watch_confirmations(
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(headers::EVENT_TYPES))
-                .is_some_and(|types| types.as_str().contains("OrderConfirmed"));
+                .is_some_and(|types| {
+                    // Whole names: a type whose name merely contains it is not it.
+                    types
+                        .as_str()
+                        .split(',')
+                        .any(|name| name == domain::order::OrderEvent::CONFIRMED_TYPE)
+                });
             if !confirmed {
                 continue;
             }
