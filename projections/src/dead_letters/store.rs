@@ -6,7 +6,9 @@
 //! connection (usually a transaction), so a park still commits with the read-model
 //! change and the position, and a rebuild's switch with the position row it holds.
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use super::{DeadLetterStatus, ParkedSequence, PARKED};
@@ -61,25 +63,36 @@ pub fn parked_behind(head: i64) -> String {
 /// # Errors
 /// When PostgreSQL fails, e.g. when `entry.consumer` already has `entry.position` parked.
 pub async fn park(conn: &mut PgConnection, entry: &NewDeadLetter<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO public.dead_letters (id, consumer, position, aggregate_type, aggregate_id,
-             blocked_by, error, error_fingerprint, attempts, mode, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    bind_new(
+        sqlx::query(
+            "INSERT INTO public.dead_letters (id, consumer, position, aggregate_type,
+                 aggregate_id, blocked_by, error, error_fingerprint, attempts, mode, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        ),
+        entry,
     )
-    .bind(Uuid::now_v7())
-    .bind(entry.consumer)
-    .bind(entry.position)
-    .bind(entry.aggregate_type)
-    .bind(entry.aggregate_id)
-    .bind(entry.blocked_by)
-    .bind(entry.error)
-    .bind(fingerprint(entry.error))
-    .bind(entry.attempts)
-    .bind(entry.mode.as_str())
-    .bind(entry.payload)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Binds a new entry's columns, in the order both inserts name them ($1 to $11).
+fn bind_new<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    entry: &NewDeadLetter<'q>,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(Uuid::now_v7())
+        .bind(entry.consumer)
+        .bind(entry.position)
+        .bind(entry.aggregate_type)
+        .bind(entry.aggregate_id)
+        .bind(entry.blocked_by)
+        .bind(entry.error)
+        .bind(fingerprint(entry.error))
+        .bind(entry.attempts)
+        .bind(entry.mode.as_str())
+        .bind(entry.payload)
 }
 
 /// Parks `entry` unless its consumer has any entry (in any status) at its position: for
@@ -91,24 +104,16 @@ pub async fn park_once(
     conn: &mut PgConnection,
     entry: &NewDeadLetter<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO public.dead_letters (id, consumer, position, aggregate_type, aggregate_id,
-             blocked_by, error, error_fingerprint, attempts, mode, payload)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
-         WHERE NOT EXISTS (
-             SELECT 1 FROM public.dead_letters WHERE consumer = $2 AND position = $3)",
+    let inserted = bind_new(
+        sqlx::query(
+            "INSERT INTO public.dead_letters (id, consumer, position, aggregate_type,
+                 aggregate_id, blocked_by, error, error_fingerprint, attempts, mode, payload)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM public.dead_letters WHERE consumer = $2 AND position = $3)",
+        ),
+        entry,
     )
-    .bind(Uuid::now_v7())
-    .bind(entry.consumer)
-    .bind(entry.position)
-    .bind(entry.aggregate_type)
-    .bind(entry.aggregate_id)
-    .bind(entry.blocked_by)
-    .bind(entry.error)
-    .bind(fingerprint(entry.error))
-    .bind(entry.attempts)
-    .bind(entry.mode.as_str())
-    .bind(entry.payload)
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() > 0)
